@@ -1,0 +1,37 @@
+"""ONNX models, run with ONNX Runtime on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInputError, one_line
+from ..formats import Format, InputSpec, guess_layout
+from .base import Runner
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float16)": "float16"}
+
+
+class OnnxRunner(Runner):
+    format = Format.ONNX
+
+    def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for corrupt models
+            raise BadInputError(f"{path.name}: not a loadable ONNX model ({one_line(exc)})") from None
+        first = self.session.get_inputs()[0]
+        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in first.shape)
+        if input_shape is not None:
+            shape = tuple(input_shape)
+        spec = InputSpec(first.name, shape, guess_layout(shape), _ORT_TYPES.get(first.type, first.type))
+        super().__init__(path, spec)
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.spec.name: chunk.astype(self.spec.dtype)})[0]

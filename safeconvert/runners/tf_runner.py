@@ -1,0 +1,86 @@
+"""Keras (.keras/.h5) and TF SavedModel models, run with TensorFlow on the CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInputError, one_line
+from ..formats import Format, InputSpec, guess_layout
+from .base import Runner
+
+
+def quiet_tensorflow():
+    """Import TensorFlow with its start-up chatter silenced (users read our output, not its logs)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    return tf
+
+
+def load_keras_model(path: Path):
+    """Load a Keras model without executing code embedded in it (safe_mode)."""
+    quiet_tensorflow()
+    import keras
+
+    try:
+        return keras.saving.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as exc:
+        raise BadInputError(f"{path.name}: not a loadable Keras model ({one_line(exc)})") from None
+
+
+class KerasRunner(Runner):
+    format = Format.KERAS
+    max_chunk = 32
+
+    def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None):
+        self.model = load_keras_model(path)
+        if len(self.model.inputs) != 1:
+            raise BadInputError(f"{path.name}: safeconvert handles single-input image models, this one has {len(self.model.inputs)}")
+        tensor = self.model.inputs[0]
+        shape = tuple(input_shape) if input_shape else tuple(tensor.shape)
+        name = getattr(tensor, "name", "input")
+        super().__init__(path, InputSpec(name, shape, guess_layout(shape), str(tensor.dtype)))
+
+    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        output = self.model(chunk.astype(np.float32), training=False)
+        if isinstance(output, (list, tuple)):
+            output = output[0]
+        if isinstance(output, dict):
+            output = next(iter(output.values()))
+        return np.asarray(output)
+
+
+class SavedModelRunner(Runner):
+    format = Format.SAVEDMODEL
+    max_chunk = 32
+
+    def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None):
+        tf = quiet_tensorflow()
+        try:
+            self.loaded = tf.saved_model.load(str(path))
+        except Exception as exc:
+            raise BadInputError(f"{path.name}: not a loadable SavedModel ({one_line(exc)})") from None
+        signatures = getattr(self.loaded, "signatures", {})
+        if "serving_default" in signatures:
+            self.function = signatures["serving_default"]
+        elif signatures:
+            self.function = next(iter(signatures.values()))
+        else:
+            raise BadInputError(f"{path.name}: the SavedModel has no serving signature")
+        inputs = self.function.structured_input_signature[1]
+        if len(inputs) != 1:
+            raise BadInputError(f"{path.name}: safeconvert handles single-input image models, this one has {len(inputs)}")
+        self.input_name, tensor_spec = next(iter(inputs.items()))
+        shape = tuple(input_shape) if input_shape else tuple(tensor_spec.shape.as_list())
+        self.output_key = sorted(self.function.structured_outputs)[0]
+        super().__init__(path, InputSpec(self.input_name, shape, guess_layout(shape), tensor_spec.dtype.name))
+
+    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        tf = quiet_tensorflow()
+        outputs = self.function(**{self.input_name: tf.constant(chunk, dtype=self.spec.dtype)})
+        return outputs[self.output_key].numpy()

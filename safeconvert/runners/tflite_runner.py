@@ -1,0 +1,71 @@
+"""TFLite models, run with LiteRT; quantised inputs/outputs are (de)quantised here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInputError, one_line
+from ..formats import Format, InputSpec, guess_layout
+from .base import Runner
+
+
+class TfliteRunner(Runner):
+    format = Format.TFLITE
+
+    def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=2)
+            self.interpreter.allocate_tensors()
+        except Exception as exc:
+            raise BadInputError(f"{path.name}: not a loadable TFLite model ({one_line(exc)})") from None
+        detail = self.interpreter.get_input_details()[0]
+        signature = detail.get("shape_signature", detail["shape"])
+        shape = tuple(int(d) if d > 0 else None for d in signature)
+        if input_shape is not None:
+            shape = tuple(input_shape)
+        spec = InputSpec(detail["name"], shape, guess_layout(shape), np.dtype(detail["dtype"]).name)
+        super().__init__(path, spec)
+        self._input = detail
+        self._output = self.interpreter.get_output_details()[0]
+        self._current_batch = int(detail["shape"][0])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # A dynamic batch can be resized to the whole batch once; a fixed one runs image by image.
+        if self.spec.fixed_batch is None and len(batch) != self._current_batch:
+            self.interpreter.resize_tensor_input(self._input["index"], [len(batch), *batch.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self._current_batch = len(batch)
+            self._output = self.interpreter.get_output_details()[0]
+        if self.spec.fixed_batch is None:
+            return np.asarray(self._run_chunk(batch), dtype=np.float32)
+        return super().run(batch)
+
+    def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self._input["index"], _quantize(chunk, self._input))
+        self.interpreter.invoke()
+        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+
+
+def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """Map float input to the model's integer input type using its quantisation parameters."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    if scale == 0:
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    if np.dtype(detail["dtype"]).kind == "f":
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    if scale == 0:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero_point) * scale

@@ -1,0 +1,72 @@
+"""The converter-wrapper interface: one real converter, one hop between two formats."""
+
+from __future__ import annotations
+
+import abc
+import importlib.metadata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..formats import Format
+
+
+@dataclass
+class ConversionOptions:
+    """Options a user can pass through to the converters; each wrapper reads what applies to it.
+
+    representative_data is a float32 batch already preprocessed for the *source* model, in the source's
+    layout; the TFLite wrapper feeds it to post-training quantisation.
+    """
+
+    opset: int | None = None
+    tflite_optimizations: list[str] = field(default_factory=list)  # e.g. ["DEFAULT"]
+    tflite_supported_types: list[str] = field(default_factory=list)  # e.g. ["float16"]
+    tflite_int8: bool = False  # full-integer quantisation with builtin int8 ops
+    representative_data: np.ndarray | None = None
+    input_shape: tuple[int, ...] | None = None  # for sources that record none (TorchScript)
+    torch_dynamo: bool = True  # torch.onnx.export's default exporter
+
+    def describe(self) -> dict:
+        """The options that shape numerics, for the report (no arrays)."""
+        return {
+            "opset": self.opset,
+            "tflite_optimizations": list(self.tflite_optimizations),
+            "tflite_supported_types": list(self.tflite_supported_types),
+            "tflite_int8": self.tflite_int8,
+            "torch_dynamo": self.torch_dynamo,
+        }
+
+
+class Converter(abc.ABC):
+    """A wrapped third-party converter for one hop.
+
+    `convert` writes the converted model at `out` (a file, or a directory for SavedModel) and raises
+    ConverterFailedError with the converter's own last words when it fails.
+    """
+
+    name: str  # what the report calls it, e.g. "tf2onnx"
+    package: str  # the distribution whose version is reported
+    sources: tuple[Format, ...]
+    target: Format
+
+    def version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def availability(self) -> tuple[bool, str]:
+        """Whether this converter can run here, and if not, why (for `safeconvert routes`)."""
+        if self.version() is None:
+            return False, f"{self.package} is not installed"
+        return True, "ok"
+
+    @abc.abstractmethod
+    def convert(self, src: Path, src_format: Format, out: Path, options: ConversionOptions) -> None:
+        """Convert `src` (of `src_format`) into `out` in this converter's target format."""
+
+    def numeric_options(self, options: ConversionOptions) -> list[str]:
+        """Options in effect that change numerics on purpose (quantisation...); empty when none."""
+        return []
