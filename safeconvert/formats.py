@@ -171,16 +171,14 @@ def _detect_zip_format(path: Path) -> Format:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise BadInputError(f"{path.name}: corrupt archive ({exc})") from None
-    base = {name.split("/", 1)[-1] for name in names}
-    if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+    inner = {name.split("/", 1)[-1] for name in names}  # members without the archive's top folder
+    if "config.json" in names and "model.weights.h5" in names:
         return Format.KERAS
-    if any("/models/" in n and n.endswith(".json") for n in names) or "archive_format" in base and any(
-        n.endswith("serialized_exported_program.json") or "/models/" in n for n in names
-    ):
+    if "archive_format" in inner or "models/model.json" in inner:
         return Format.TORCH_EXPORT
-    if any(n.endswith("/constants.pkl") for n in names) or any(n.split("/")[1:2] == ["code"] for n in names):
+    if "constants.pkl" in inner or any(n.startswith("code/") for n in inner):
         return Format.TORCHSCRIPT
-    if any(n.endswith("data.pkl") for n in names):
+    if "data.pkl" in inner:
         raise BadInputError(
             f"{path.name}: a pickled PyTorch checkpoint (state_dict or whole module), not a model safeconvert can "
             "run; save it with torch.export.save (.pt2) or torch.jit.save (.pt)"

@@ -1,0 +1,76 @@
+"""Atomic output: a model appears at OUT complete and verified, or not at all.
+
+Work happens in a scratch directory beside OUT (same filesystem), and the finished file or SavedModel
+directory is moved into place with a rename, which is atomic on POSIX.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import BadInputError
+
+SCRATCH_PREFIX = ".safeconvert-"
+
+
+def check_output_path(out: Path, force: bool) -> None:
+    """Fail before any work when OUT cannot be written: missing or read-only directory, existing file."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"output directory is not writable: {parent}")
+    if out.exists() and not force:
+        raise BadInputError(f"{out} exists; pass --force to overwrite it")
+    if out.is_dir() and not (out / "saved_model.pb").exists() and any(out.iterdir()):
+        raise BadInputError(f"{out} is a non-empty directory that is not a SavedModel; refusing to replace it")
+
+
+@contextmanager
+def scratch_dir(near: Path) -> Iterator[Path]:
+    """A temporary directory beside `near`, removed whatever happens."""
+    parent = near.parent if str(near.parent) else Path(".")
+    path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def move_into_place(built: Path, out: Path) -> None:
+    """Move a finished file or directory to OUT atomically, replacing what is there (caller checked --force)."""
+    if built.is_dir():
+        backup = None
+        if out.exists():
+            backup = out.with_name(f"{SCRATCH_PREFIX}old-{out.name}")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(out, backup)
+        os.replace(built, out)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    else:
+        if out.is_dir():
+            shutil.rmtree(out)
+        os.replace(built, out)
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """Write a small file (a report) via a temporary sibling and a rename."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"report directory does not exist: {parent}")
+    fd, tmp = tempfile.mkstemp(prefix=SCRATCH_PREFIX, dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

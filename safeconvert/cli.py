@@ -1,0 +1,164 @@
+"""The `safeconvert` command line (typer). Names and exit codes are a contract: see the README."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import EXIT_BAD_INPUT, BadInputError, SafeConvertError, one_line
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Convert image models between Keras, TF SavedModel, TFLite, ONNX and PyTorch; verify on real photos; "
+    "write only verified models.",
+)
+
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
+
+CalibOption = typer.Option(None, "--calib", help="Calibration images: a directory (jpg/png/bmp/webp) or a .npy array. "
+                           "Default: the 42 photos shipped with safeconvert.")
+PreprocessOption = typer.Option(None, "--preprocess", help="torch | tf | caffe | raw | none (default: by source framework).")
+ReportOption = typer.Option(None, "--report", help="Write the JSON report here.")
+MaxMismatchOption = typer.Option(0, "--max-mismatch", min=0, help="Top-1 label changes allowed for a verified verdict.")
+RtolOption = typer.Option(1e-3, "--rtol", min=0.0, help="Allowed max |diff| as a fraction of the source's output range.")
+InputShapeOption = typer.Option(None, "--input-shape", help="Input shape for models that record none, e.g. 1,3,224,224.")
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise BadInputError(f"--input-shape must be comma-separated integers, got '{text}'") from None
+    if len(shape) != 4 or min(shape) <= 0:
+        raise BadInputError(f"--input-shape must be 4 positive integers (N,C,H,W or N,H,W,C), got '{text}'")
+    return shape
+
+
+@app.command()
+def convert(
+    source: Path = typer.Argument(..., help="Source model: .keras/.h5, SavedModel directory, .onnx, .tflite, .pt2 or .pt."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the verified model."),
+    to: Optional[str] = typer.Option(None, "--to", help="Target format (onnx, tflite, torch, pt2, keras, savedmodel); default from OUT's suffix."),
+    calib: Optional[Path] = CalibOption,
+    preprocess: Optional[str] = PreprocessOption,
+    report: Optional[Path] = ReportOption,
+    max_mismatch: int = MaxMismatchOption,
+    rtol: float = RtolOption,
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+    allow_unverified: bool = typer.Option(False, "--allow-unverified", help="Write OUT even when not verified (exit code stays 1)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset for converters that write ONNX."),
+    tflite_optimize: bool = typer.Option(False, "--tflite-optimize", help="TFLite converter: Optimize.DEFAULT (dynamic-range weight quantisation)."),
+    tflite_float16: bool = typer.Option(False, "--tflite-float16", help="TFLite converter: float16 weights."),
+    tflite_int8: bool = typer.Option(False, "--tflite-int8", help="TFLite converter: full-integer int8, calibrated on --calib."),
+    input_shape: Optional[str] = InputShapeOption,
+) -> None:
+    """Convert SOURCE, validate it against SOURCE, and write OUTPUT only if verified."""
+    from .pipeline import ConvertRequest, run_convert
+    from .summary import print_summary
+    from .validators.verdict import Thresholds
+    from .wrappers.base import ConversionOptions
+
+    options = ConversionOptions(
+        opset=opset,
+        tflite_optimizations=["DEFAULT"] if (tflite_optimize or tflite_float16 or tflite_int8) else [],
+        tflite_supported_types=["float16"] if tflite_float16 else [],
+        tflite_int8=tflite_int8,
+        input_shape=parse_shape(input_shape),
+    )
+    request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol), options,
+                             force, allow_unverified, report)
+    outcome = run_convert(request)
+    print_summary(outcome.report)
+    raise typer.Exit(outcome.report.exit_code)
+
+
+@app.command()
+def check(
+    source: Path = typer.Argument(..., help="The original model."),
+    target: Path = typer.Argument(..., help="Its conversion, to be checked against SOURCE."),
+    calib: Optional[Path] = CalibOption,
+    preprocess: Optional[str] = PreprocessOption,
+    report: Optional[Path] = ReportOption,
+    max_mismatch: int = MaxMismatchOption,
+    rtol: float = RtolOption,
+    input_shape: Optional[str] = InputShapeOption,
+) -> None:
+    """Validate an existing conversion TARGET against SOURCE (exit 0 verified, 1 not)."""
+    from .pipeline import CheckRequest, run_check
+    from .summary import print_summary
+    from .validators.verdict import Thresholds
+
+    outcome = run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape), report))
+    print_summary(outcome.report)
+    raise typer.Exit(outcome.report.exit_code)
+
+
+@app.command()
+def routes() -> None:
+    """The converters found here, their versions, and which routes work (and why not)."""
+    from .environment import print_routes
+
+    print_routes()
+
+
+@app.command()
+def doctor() -> None:
+    """Check the environment: frameworks, converters, TVM, and their versions."""
+    from .environment import print_doctor
+
+    raise typer.Exit(print_doctor())
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("safeconvert-demo"), "--workdir", help="Where the demo writes its models and reports."),
+    images: Optional[int] = typer.Option(None, "--images", min=1, help="Use only the first N packaged photos (faster)."),
+) -> None:
+    """The main job on the embedded default: the real MobileNetV2 converted along several routes, each validated."""
+    from .demo import run_demo
+
+    raise typer.Exit(run_demo(workdir, images))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every failure becomes one line on stderr and a documented exit code, never a traceback."""
+    click_error, click_abort = _click_exceptions()
+    try:
+        code = app(args=argv, prog_name="safeconvert", standalone_mode=False)
+    except click_error as exc:
+        exc.show()
+        code = EXIT_BAD_INPUT
+    except SafeConvertError as exc:
+        print(f"safeconvert: error: {one_line(exc)}", file=sys.stderr)
+        code = exc.exit_code
+    except (KeyboardInterrupt, click_abort):
+        print("safeconvert: interrupted; nothing was written at the output path", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except MemoryError:
+        print("safeconvert: error: out of memory", file=sys.stderr)
+        code = EXIT_INTERNAL
+    except Exception as exc:  # a bug of ours: still one line, with a distinct code
+        print(f"safeconvert: internal error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+        code = EXIT_INTERNAL
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> tuple[type, type]:
+    """Typer >= 0.2x vendors click; older ones depend on it. Usage errors and aborts come from either."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # typer with click as a dependency
+        from click.exceptions import ClickException
+    return ClickException, typer.Abort
+
+
+if __name__ == "__main__":
+    main()

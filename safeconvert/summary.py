@@ -1,0 +1,82 @@
+"""A concise terminal summary of a report (rich), readable in a CI log as well as a terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .report import Report
+
+
+def class_names() -> list[str]:
+    """ImageNet-1k class names in index order, for naming labels in summaries."""
+    from importlib import resources
+
+    text = (resources.files("safeconvert") / "data" / "imagenet_classes.txt").read_text()
+    return text.splitlines()
+
+
+def label_name(index: int, names: list[str]) -> str:
+    return names[index] if len(names) == 1000 and 0 <= index < len(names) else str(index)
+
+
+def print_summary(report: Report, console: Console | None = None) -> None:
+    console = console or Console()
+    route = " -> ".join([report.source.get("format", "?")] + [h.target_format for h in report.route])
+    tools = ", ".join(f"{h.converter} {h.tool_version or ''}".strip() for h in report.route)
+    console.print(f"[bold]{report.command}[/bold] {report.source['path']} -> {report.target['path']}")
+    if report.route:
+        console.print(f"route: {route}  ({tools})")
+    for hop in report.route:
+        for option in hop.numeric_options:
+            console.print(f"[yellow]note:[/yellow] {hop.converter} ran with {option}")
+    if report.metrics:
+        console.print(metrics_table(report))
+        _print_disagreements(report, console)
+    _print_verdict(report, console)
+
+
+def metrics_table(report: Report) -> Table:
+    m = report.metrics or {}
+    table = Table(show_header=True, header_style="bold")
+    for column in ("images", "top-1 agree", "top-5 agree", "max |diff|", "mean |diff|", "cosine"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(m["images"]),
+        f"{m['top1_agreement']:.1%} ({m['images'] - m['top1_mismatches']}/{m['images']})",
+        f"{m['top5_agreement']:.1%}",
+        _num(m["max_abs_diff"]),
+        _num(m["mean_abs_diff"]),
+        f"{m['cosine_similarity']:.6f}",
+    )
+    return table
+
+
+def _print_disagreements(report: Report, console: Console, limit: int = 10) -> None:
+    rows = (report.metrics or {}).get("disagreements", [])
+    if not rows:
+        return
+    names = class_names()
+    console.print(f"images whose top-1 label changed ({len(rows)}):")
+    for row in rows[:limit]:
+        console.print(f"  {row['image']}: {label_name(row['source_label'], names)} -> {label_name(row['target_label'], names)}"
+                      f"  (source margin {row['source_margin']:.3g})")
+    if len(rows) > limit:
+        console.print(f"  ... and {len(rows) - limit} more (see the JSON report)")
+
+
+def _print_verdict(report: Report, console: Console) -> None:
+    if report.verdict is None:
+        return
+    if report.verified:
+        console.print("[bold green]verified[/bold green]" + (f": wrote {report.output}" if report.output else ""))
+        return
+    console.print("[bold red]NOT verified[/bold red]: " + "; ".join(report.verdict.get("reasons", [])))
+    if report.output:
+        console.print(f"[yellow]wrote the unverified model anyway (--allow-unverified): {report.output}[/yellow]")
+    elif report.command == "convert":
+        console.print("nothing was written at the output path")
+
+
+def _num(value) -> str:
+    return value if isinstance(value, str) else f"{value:.3g}"

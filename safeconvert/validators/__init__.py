@@ -1,0 +1,1 @@
+"""Calibration data, preprocessing presets, comparison metrics and the verdict."""

@@ -1,0 +1,67 @@
+"""Run source and target side by side over a calibration set, in batches, and judge the result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..runners.base import Runner
+from .calibration import CalibrationSet
+from .metrics import Metrics, compare_outputs
+from .preprocess import Preprocessing, spatial_size, to_model_layout
+from .verdict import Thresholds, Verdict, judge
+
+BATCH_SIZE = 16
+
+
+@dataclass
+class Validation:
+    """Outcome of one side-by-side run; outputs are kept for localization and reports."""
+
+    metrics: Metrics
+    verdict: Verdict
+    seconds: float
+    source_outputs: np.ndarray
+    target_outputs: np.ndarray
+
+
+def preprocessing_for(runner: Runner, preset: str) -> Preprocessing:
+    height, width = spatial_size(runner.spec)
+    return Preprocessing(preset, height, width)
+
+
+def iter_inputs(calib: CalibrationSet, preprocessing: Preprocessing, batch_size: int = BATCH_SIZE):
+    """Yield canonical NHWC float32 batches: preprocessed images, or a float .npy's rows as they are."""
+    for _, items in calib.iter_chunks(batch_size):
+        if calib.preprocessed:
+            yield np.stack(items).astype(np.float32)
+        else:
+            yield preprocessing.apply(items)
+
+
+def run_model(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> np.ndarray:
+    """All of one model's outputs over the calibration set."""
+    outputs = [runner.run(to_model_layout(batch, runner.spec)) for batch in iter_inputs(calib, preprocessing)]
+    return np.concatenate(outputs, axis=0)
+
+
+def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str, thresholds: Thresholds,
+             source_outputs: np.ndarray | None = None) -> Validation:
+    """Compare target to source on every calibration item; source outputs can be passed in when known."""
+    started = time.perf_counter()
+    preprocessing = preprocessing_for(source, preset)
+    _check_compatible(source, target)
+    if source_outputs is None:
+        source_outputs = run_model(source, calib, preprocessing)
+    target_outputs = run_model(target, calib, preprocessing)
+    metrics = compare_outputs(source_outputs, target_outputs, calib.names)
+    return Validation(metrics, judge(metrics, thresholds), time.perf_counter() - started, source_outputs, target_outputs)
+
+
+def _check_compatible(source: Runner, target: Runner) -> None:
+    src, tgt = spatial_size(source.spec), (target.spec.height, target.spec.width)
+    if None not in tgt and tuple(tgt) != src:
+        raise BadInputError(f"the target expects {tgt[0]}x{tgt[1]} inputs, the source {src[0]}x{src[1]}: not the same model input")
