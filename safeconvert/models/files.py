@@ -9,10 +9,11 @@ def save_torch_export(model, path: Path, input_shape: tuple[int, ...] = (1, 3, 2
     """torch.export a module (batch dimension dynamic when asked) and save the .pt2 archive."""
     import torch
 
-    example = (torch.randn(*input_shape),)
     dynamic = None
-    if dynamic_batch:
+    if dynamic_batch:  # an example batch of 1 would let export specialise the batch to a constant
+        input_shape = (2, *input_shape[1:])
         dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    example = (torch.randn(*input_shape),)
     program = torch.export.export(model.eval(), example, dynamic_shapes=dynamic)
     torch.export.save(program, str(path))
     return path

@@ -1,0 +1,36 @@
+"""Shared fixtures: model files built once per test session (small seeded CNNs and the real MobileNetV2)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session")
+def small_keras_file(tmp_path_factory) -> Path:
+    from safeconvert.models.small import keras_small_cnn
+
+    path = tmp_path_factory.mktemp("small") / "small_cnn.keras"
+    keras_small_cnn().save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_pt2_file(tmp_path_factory) -> Path:
+    from safeconvert.models.files import save_torch_export
+    from safeconvert.models.small import INPUT_SIZE, torch_small_cnn
+
+    path = tmp_path_factory.mktemp("small") / "small_cnn.pt2"
+    return save_torch_export(torch_small_cnn(), path, (1, 3, INPUT_SIZE, INPUT_SIZE))
+
+
+@pytest.fixture(scope="session")
+def mobilenet_files(tmp_path_factory) -> dict[str, Path]:
+    """The real MobileNetV2 (torchvision ImageNet weights) as .keras and .pt2."""
+    from safeconvert.models.files import mobilenet_v2_files
+
+    return mobilenet_v2_files(tmp_path_factory.mktemp("mobilenet"))
