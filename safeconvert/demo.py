@@ -49,15 +49,17 @@ def run_demo(workdir: Path, images: int | None = None, console: Console | None =
     models = {k: v for k, v in mobilenet_v2_files(workdir).items()}
     _sanity_check(models["pt2"], console)
     calib = _calibration_subset(workdir, images)
-    table = Table("route", "converters", "top-1 agree", "max |diff|", "verdict", "expected", "seconds")
+    table = Table("route", "top-1 agree", "max |diff|", "verdict", "as expected", "s")
     as_expected = True
     for case in demo_cases():
         row, ok, output = _run_case(case, models, workdir, calib)
         if output is not None and case.output.endswith(".onnx") and case.source == "keras":
             models["onnx"] = output
-        table.add_row(case.title, *row)
+        converters, agree, diff, verdict, expected, seconds = row
+        table.add_row(case.title, agree, diff, verdict, "yes" if ok else "NO", seconds)
         as_expected &= ok
-        console.print(f"  {case.title}: {row[3]} ({row[5]} s)")
+        console.print(f"  {case.title} [{converters}]: top-1 {agree}, max |diff| {diff}: {verdict} "
+                      f"(expected {expected}, {seconds} s)")
     console.print(table)
     console.print("[green]every route got the expected verdict[/green]" if as_expected else "[red]some routes did not get the expected verdict[/red]")
     console.print(f"models and JSON reports are in {workdir}/")
@@ -69,7 +71,7 @@ def _run_case(case: DemoCase, models: dict[str, Path], workdir: Path, calib: Pat
 
     output = workdir / case.output
     request = ConvertRequest(models[case.source], output, calib=calib, preprocess="torch", options=case.options,
-                             force=True, report_path=workdir / f"{output.stem}.report.json")
+                             force=True, report_path=workdir / f"{output.name}.report.json")
     started = time.perf_counter()
     try:
         report = run_convert(request).report
@@ -80,7 +82,7 @@ def _run_case(case: DemoCase, models: dict[str, Path], workdir: Path, calib: Pat
     m = report.metrics or {}
     verdict = "verified" if report.verified else "NOT verified"
     row = [
-        " + ".join(h.converter for h in report.route),
+        " + ".join(f"{h.converter} {h.tool_version}" for h in report.route),
         f"{m.get('images', 0) - m.get('top1_mismatches', 0)}/{m.get('images', 0)}",
         f"{m.get('max_abs_diff', float('nan')):.3g}",
         verdict,

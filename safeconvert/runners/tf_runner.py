@@ -16,7 +16,11 @@ def quiet_tensorflow():
     """Import TensorFlow with its start-up chatter silenced (users read our output, not its logs)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    import tensorflow as tf
+    from ..quiet import native_stderr_silenced
+
+    with native_stderr_silenced():
+        import keras  # noqa: F401  (imports TensorFlow too: its native start-up logs are silenced here)
+        import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     return tf

@@ -17,9 +17,12 @@ class TfliteRunner(Runner):
     def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        from ..quiet import native_stderr_silenced
+
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=2)
-            self.interpreter.allocate_tensors()
+            with native_stderr_silenced():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=2)
+                self.interpreter.allocate_tensors()
         except Exception as exc:
             raise BadInputError(f"{path.name}: not a loadable TFLite model ({one_line(exc)})") from None
         detail = self.interpreter.get_input_details()[0]
