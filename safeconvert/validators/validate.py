@@ -48,6 +48,31 @@ def run_model(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessin
     return np.concatenate(outputs, axis=0)
 
 
+# Source outputs by (model file identity, calibration items, preprocessing): converting one source along
+# several routes, or re-validating after a repair, runs the source over the images only once.
+_SOURCE_OUTPUTS: dict[tuple, np.ndarray] = {}
+_SOURCE_CACHE_LIMIT = 8
+
+
+def source_outputs_cached(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> np.ndarray:
+    key = (_file_identity(runner.path), calib.source, tuple(calib.names), preprocessing)
+    if key not in _SOURCE_OUTPUTS:
+        if len(_SOURCE_OUTPUTS) >= _SOURCE_CACHE_LIMIT:
+            _SOURCE_OUTPUTS.pop(next(iter(_SOURCE_OUTPUTS)))
+        _SOURCE_OUTPUTS[key] = run_model(runner, calib, preprocessing)
+    return _SOURCE_OUTPUTS[key]
+
+
+def _file_identity(path) -> tuple:
+    """Path plus size and modification time of the file (or of a SavedModel's saved_model.pb)."""
+    from pathlib import Path
+
+    path = Path(path).resolve()
+    probe = path / "saved_model.pb" if path.is_dir() else path
+    stat = probe.stat()
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str, thresholds: Thresholds,
              source_outputs: np.ndarray | None = None) -> Validation:
     """Compare target to source on every calibration item; source outputs can be passed in when known."""
@@ -55,7 +80,7 @@ def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str,
     preprocessing = preprocessing_for(source, preset)
     _check_compatible(source, target)
     if source_outputs is None:
-        source_outputs = run_model(source, calib, preprocessing)
+        source_outputs = source_outputs_cached(source, calib, preprocessing)
     target_outputs = run_model(target, calib, preprocessing)
     metrics = compare_outputs(source_outputs, target_outputs, calib.names)
     return Validation(metrics, judge(metrics, thresholds), time.perf_counter() - started, source_outputs, target_outputs)
