@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import BadInputError
+from .safety.signals import signals_deferred
 
 SCRATCH_PREFIX = ".safeconvert-"
 
@@ -21,6 +22,8 @@ SCRATCH_PREFIX = ".safeconvert-"
 def check_output_path(out: Path, force: bool) -> None:
     """Fail before any work when OUT cannot be written: missing or read-only directory, existing file."""
     parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise BadInputError(f"output directory is not a directory: {parent}")
     if not parent.is_dir():
         raise BadInputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -39,7 +42,8 @@ def scratch_dir(near: Path) -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        with signals_deferred():  # a second Ctrl-C must not cut the cleanup short
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def move_into_place(built: Path, out: Path) -> None:
@@ -64,6 +68,8 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise BadInputError(f"report directory does not exist: {parent}")
+    if path.is_dir():
+        raise BadInputError(f"the report path is a directory: {path}")
     fd, tmp = tempfile.mkstemp(prefix=SCRATCH_PREFIX, dir=parent)
     try:
         with os.fdopen(fd, "wb") as handle:

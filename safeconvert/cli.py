@@ -8,7 +8,10 @@ from typing import Optional
 
 import typer
 
+from .cli_output import JsonOption, QuietOption, json_errors, show_outcome
 from .errors import EXIT_BAD_INPUT, BadInputError, SafeConvertError, one_line
+from .safety.disk import disk_problem
+from .safety.signals import EXIT_TERMINATED, Terminated, sigterm_unwinds
 
 app = typer.Typer(
     add_completion=False,
@@ -28,6 +31,8 @@ ReportOption = typer.Option(None, "--report", help="Write the JSON report here."
 MaxMismatchOption = typer.Option(0, "--max-mismatch", min=0, help="Top-1 label changes allowed for a verified verdict.")
 RtolOption = typer.Option(1e-3, "--rtol", min=0.0, help="Allowed max |diff| as a fraction of the source's output range.")
 InputShapeOption = typer.Option(None, "--input-shape", help="Input shape for models that record none, e.g. 1,3,224,224.")
+TrustOption = typer.Option(False, "--trust-model-code", help="Load models that run code from the file when loaded "
+                           "(TorchScript .pt, .pt2 archives that fail the static audit). Only for files you trust.")
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -59,10 +64,13 @@ def convert(
     tflite_float16: bool = typer.Option(False, "--tflite-float16", help="TFLite converter: float16 weights."),
     tflite_int8: bool = typer.Option(False, "--tflite-int8", help="TFLite converter: full-integer int8, calibrated on --calib."),
     input_shape: Optional[str] = InputShapeOption,
+    trust_model_code: bool = TrustOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
 ) -> None:
-    """Convert SOURCE, validate it against SOURCE, and write OUTPUT only if verified."""
-    from .pipeline import ConvertRequest, run_convert
-    from .summary import print_summary
+    """Convert SOURCE, validate it against SOURCE, and write OUTPUT only if verified (a no-op when OUT is up to date)."""
+    from .pipeline import ConvertRequest
+    from .uptodate import convert_if_needed
     from .validators.verdict import Thresholds
     from .wrappers.base import ConversionOptions
 
@@ -74,9 +82,10 @@ def convert(
         input_shape=parse_shape(input_shape),
     )
     request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol), options,
-                             force, allow_unverified, report)
-    outcome = run_convert(request)
-    print_summary(outcome.report)
+                             force, allow_unverified, report, trust_model_code)
+    with json_errors(as_json):
+        outcome = convert_if_needed(request)
+    show_outcome(outcome, quiet, as_json)
     raise typer.Exit(outcome.report.exit_code)
 
 
@@ -90,14 +99,18 @@ def check(
     max_mismatch: int = MaxMismatchOption,
     rtol: float = RtolOption,
     input_shape: Optional[str] = InputShapeOption,
+    trust_model_code: bool = TrustOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Validate an existing conversion TARGET against SOURCE (exit 0 verified, 1 not)."""
     from .pipeline import CheckRequest, run_check
-    from .summary import print_summary
     from .validators.verdict import Thresholds
 
-    outcome = run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape), report))
-    print_summary(outcome.report)
+    with json_errors(as_json):
+        outcome = run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
+                                         report, trust_model_code))
+    show_outcome(outcome, quiet, as_json)
     raise typer.Exit(outcome.report.exit_code)
 
 
@@ -128,11 +141,17 @@ def demo(
     raise typer.Exit(run_demo(workdir, images))
 
 
+from .cli_dropins import register as register_dropins  # noqa: E402  (the drop-ins reuse the options above)
+
+register_dropins(app)  # `safeconvert tf2onnx ...`, `safeconvert onnx2torch IN OUT`
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure becomes one line on stderr and a documented exit code, never a traceback."""
     click_error, click_abort = _click_exceptions()
     try:
-        code = app(args=argv, prog_name="safeconvert", standalone_mode=False)
+        with sigterm_unwinds():  # SIGTERM unwinds through finally blocks like Ctrl-C: scratch files go
+            code = app(args=argv, prog_name="safeconvert", standalone_mode=False)
     except click_error as exc:
         exc.show()
         code = EXIT_BAD_INPUT
@@ -142,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click_abort):
         print("safeconvert: interrupted; nothing was written at the output path", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except Terminated:
+        print("safeconvert: terminated; nothing was written at the output path", file=sys.stderr)
+        code = EXIT_TERMINATED
+    except OSError as exc:
+        code = _os_error(exc)
     except MemoryError:
         print("safeconvert: error: out of memory", file=sys.stderr)
         code = EXIT_INTERNAL
@@ -149,6 +173,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"safeconvert: internal error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
         code = EXIT_INTERNAL
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _os_error(exc: OSError) -> int:
+    """A full or read-only disk is the output location's fault (exit 2); any other OSError is ours."""
+    problem = disk_problem(exc)
+    if problem is not None:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"safeconvert: error: cannot write{where}: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"safeconvert: internal error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _click_exceptions() -> tuple[type, type]:

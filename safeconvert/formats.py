@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import BadInputError
+from .errors import BadInputError, one_line
 
 
 class Format(str, enum.Enum):
@@ -143,12 +143,21 @@ def format_for_output(path: Path, requested: str | None) -> Format:
 
 def detect_format(path: Path) -> Format:
     """Detect a model's format from its content; raise BadInputError when it is not a model."""
+    try:
+        return _detect(path)
+    except OSError as exc:  # unreadable, name too long, vanished while reading...
+        raise BadInputError(f"cannot read {path}: {exc.strerror or one_line(exc)}") from None
+
+
+def _detect(path: Path) -> Format:
     if not path.exists():
         raise BadInputError(f"no such file or directory: {path}")
     if path.is_dir():
         if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
             return Format.SAVEDMODEL
         raise BadInputError(f"{path} is a directory but not a TF SavedModel (no saved_model.pb)")
+    if not path.is_file():  # a FIFO or device would block or never end when read
+        raise BadInputError(f"{path} is not a regular file")
     if path.stat().st_size == 0:
         raise BadInputError(f"{path} is empty")
     with path.open("rb") as handle:
@@ -169,8 +178,8 @@ def _detect_zip_format(path: Path) -> Format:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BadInputError(f"{path.name}: corrupt archive ({exc})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise BadInputError(f"{path.name}: corrupt archive ({one_line(exc)})") from None
     inner = {name.split("/", 1)[-1] for name in names}  # members without the archive's top folder
     if "config.json" in names and "model.weights.h5" in names:
         return Format.KERAS

@@ -18,10 +18,15 @@ from .errors import EXIT_NOT_VERIFIED, EXIT_VERIFIED, ConverterFailedError, Safe
 from .formats import Format, detect_format, format_for_output
 from .report import Hop, Report
 from .routes import plan_route
+from .timing import Stopwatch
 from .runners import Runner, load_runner
+from .safety.disk import as_output_space_error
+from .safety.exit_codes import describe as describe_failure
+from .safety.exit_codes import exit_code_for
+from .safety.trust import check_trusted
 from .validators.calibration import CalibrationSet, load_calibration
 from .validators.preprocess import check_preset, default_preset, to_model_layout
-from .validators.validate import Validation, iter_inputs, preprocessing_for, validate
+from .validators.validate import ModelRunError, Validation, iter_inputs, preprocessing_for, validate
 from .validators.verdict import Thresholds
 from .wrappers.base import ConversionOptions, Converter
 
@@ -42,6 +47,8 @@ class ConvertRequest:
     force: bool = False
     allow_unverified: bool = False
     report_path: Path | None = None
+    trust_model_code: bool = False  # load formats that run code from the file (TorchScript, audited-out .pt2)
+    repair: bool = True  # localize and repair when the first conversion is not verified
 
 
 @dataclass
@@ -55,6 +62,7 @@ class CheckRequest:
     thresholds: Thresholds = field(default_factory=Thresholds)
     input_shape: tuple[int, ...] | None = None
     report_path: Path | None = None
+    trust_model_code: bool = False
 
 
 @dataclass
@@ -63,21 +71,7 @@ class Outcome:
 
     report: Report
     validation: Validation | None = None
-
-
-class Stopwatch:
-    """Collects wall time per named stage into the report."""
-
-    def __init__(self, timings: dict[str, float]):
-        self.timings = timings
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 4)
+    up_to_date: bool = False  # OUT was already verified from the same source and settings: nothing was run
 
 
 def run_convert(request: ConvertRequest) -> Outcome:
@@ -90,6 +84,7 @@ def run_convert(request: ConvertRequest) -> Outcome:
     with _reported(report, request.report_path):
         with clock.stage("plan"):
             src_format = detect_format(source)
+            check_trusted(source, src_format, request.trust_model_code)
             dst_format = format_for_output(output, request.target_format)
             check_output_path(output, request.force)
             route = plan_route(src_format, dst_format)
@@ -108,8 +103,17 @@ def run_convert(request: ConvertRequest) -> Outcome:
                 target_runner = load_runner(built, dst_format)
             report.target["input"] = target_runner.spec.to_dict()
             with clock.stage("validate"):
-                outcome.validation = validate(source_runner, target_runner, calib, preset, request.thresholds)
+                try:
+                    outcome.validation = validate(source_runner, target_runner, calib, preset, request.thresholds)
+                except ModelRunError as exc:
+                    if exc.path != target_runner.path:
+                        raise
+                    raise ConverterFailedError(route[-1].name, f"its model does not run ({exc})") from None
             _record_validation(report, outcome.validation)
+            if not report.verified and request.repair:
+                made = Made(source, src_format, source_runner, route, request.options, work, calib, preset,
+                            request.thresholds)
+                built, outcome.validation = _repair_stage(made, built, dst_format, outcome.validation, report, clock)
             if report.verified or request.allow_unverified:
                 with clock.stage("write"):
                     move_into_place(built, output)
@@ -126,6 +130,8 @@ def run_check(request: CheckRequest) -> Outcome:
     with _reported(report, request.report_path):
         with clock.stage("plan"):
             src_format, dst_format = detect_format(Path(request.source)), detect_format(Path(request.target))
+            check_trusted(Path(request.source), src_format, request.trust_model_code)
+            check_trusted(Path(request.target), dst_format, request.trust_model_code)
             preset = check_preset(request.preprocess or default_preset(src_format))
             calib = load_calibration(request.calib)
         report.source["format"], report.target["format"] = src_format.value, dst_format.value
@@ -149,6 +155,9 @@ def _reported(report: Report, report_path: Path | None) -> Iterator[None]:
     except SafeConvertError as exc:
         report.error, report.exit_code = one_line(exc), exc.exit_code
         raise
+    except BaseException as exc:  # interrupted, disk full, or a bug: the report must not claim exit code 0
+        report.error, report.exit_code = describe_failure(exc), exit_code_for(exc)
+        raise
     finally:
         if report_path is not None:
             report.write(Path(report_path))
@@ -166,10 +175,13 @@ def _convert_hops(source: Path, src_format: Format, route: list[Converter], opti
     """Run each hop's converter into the scratch directory; return the last hop's output."""
     current, current_format = source, src_format
     for index, converter in enumerate(route, start=1):
-        out = work / f"hop{index}-{converter.target.value}{converter.target.suffix}"
+        out = hop_output(work, index, converter)
         started = time.perf_counter()
         with clock.stage(f"convert:{converter.name}"):
-            converter.convert(current, current_format, out, options)
+            try:
+                converter.convert(current, current_format, out, options)
+            except (OSError, ConverterFailedError) as exc:  # a full disk is the output location's fault
+                raise as_output_space_error(exc, work) or exc
         if not out.exists():
             raise ConverterFailedError(converter.name, "finished without writing a model")
         report.route.append(Hop(
@@ -183,6 +195,92 @@ def _convert_hops(source: Path, src_format: Format, route: list[Converter], opti
         ))
         current, current_format = out, converter.target
     return current
+
+
+def hop_output(work: Path, index: int, converter: Converter) -> Path:
+    """Where hop `index` (from 1) of a route writes its model inside the scratch directory."""
+    return work / f"hop{index}-{converter.target.value}{converter.target.suffix}"
+
+
+@dataclass
+class Made:
+    """How a target was made: what the repair stage needs to localize, re-validate and re-convert."""
+
+    source: Path
+    source_format: Format
+    source_runner: Runner
+    route: list[Converter]
+    options: ConversionOptions
+    work: Path
+    calib: CalibrationSet
+    preset: str
+    thresholds: Thresholds
+
+    def last_onnx(self) -> Path | None:
+        """The last ONNX model along the route before the target (repairs of non-ONNX targets edit it)."""
+        hops = [hop_output(self.work, i, c) for i, c in enumerate(self.route, start=1)]
+        return next((p for p, c in reversed(list(zip(hops[:-1], self.route[:-1]))) if c.target is Format.ONNX), None)
+
+
+def _repair_stage(made: Made, built: Path, dst_format: Format, validation: Validation, report: Report,
+                  clock: Stopwatch) -> tuple[Path, Validation]:
+    """Localize and repair until verified (bounded); record everything in the report."""
+    from .repair.loop import RepairSession, repair_until_verified
+
+    report.metrics_before_repair = report.metrics
+    session = RepairSession(
+        target=built, target_format=dst_format, onnx_intermediate=made.last_onnx(), work=made.work,
+        validate=lambda path: validate(made.source_runner, load_runner(path, dst_format), made.calib, made.preset,
+                                       made.thresholds),
+        make_input=lambda target, onnx, current: _localization_input(made, target, dst_format, onnx, current, report),
+        reconvert=lambda folder: _reconvert(made, folder),
+        to_target=lambda onnx, out: _finish_route_from_onnx(made, onnx, out),
+    )
+    with clock.stage("localize_and_repair"):
+        result = repair_until_verified(session, validation)
+    _record_repairs(report, result)
+    _record_validation(report, result.validation)
+    return result.target, result.validation
+
+
+def _localization_input(made: Made, target: Path, dst_format: Format, onnx: Path | None, validation: Validation,
+                        report: Report):
+    from .localize.context import LocalizationInput
+
+    return LocalizationInput(made.source, made.source_format, target, dst_format, made.calib,
+                             preprocessing_for(made.source_runner, made.preset), validation, list(report.route),
+                             target_ir_path=onnx if dst_format is not Format.ONNX else None,
+                             quantisation_requested=made.options.keep_quantisation)
+
+
+def _reconvert(made: Made, folder: Path) -> Path:
+    """The TOOL repair: the same route again, without the options that change numerics."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch_report = Report(command="reconvert", source={}, target={})
+    return _convert_hops(made.source, made.source_format, made.route, made.options.without_numeric_options(), folder,
+                         scratch_report, Stopwatch())
+
+
+def _finish_route_from_onnx(made: Made, onnx: Path, out: Path) -> None:
+    """Run the hops that follow the route's last ONNX model on a repaired copy of it."""
+    index = max(i for i, c in enumerate(made.route) if c.target is Format.ONNX and i < len(made.route) - 1)
+    current, current_format = onnx, Format.ONNX
+    for converter in made.route[index + 1:]:
+        target = out if converter is made.route[-1] else out.with_name(f"{out.stem}-{converter.target.value}{converter.target.suffix}")
+        converter.convert(current, current_format, target, made.options)
+        current, current_format = target, converter.target
+
+
+def _record_repairs(report: Report, result) -> None:
+    details = result.to_dict()
+    report.repairs = details["records"]
+    if result.localizations:
+        first = result.localizations[0]
+        report.findings = [f.to_dict() for f in first.findings]
+        report.divergence = first.divergence.to_dict() if first.divergence else None
+        report.localization_notes = [n for loc in result.localizations for n in loc.notes]
+    for name, seconds in details["seconds"].items():
+        report.timings[f"repair:{name}"] = seconds
 
 
 def _add_representative_data(options: ConversionOptions, source: Runner, calib: CalibrationSet, preset: str) -> None:

@@ -33,8 +33,13 @@ class Report:
     target: dict
     calibration: dict = field(default_factory=dict)
     route: list[Hop] = field(default_factory=list)
-    metrics: dict | None = None
+    metrics: dict | None = None  # after repair, when a repair ran
     verdict: dict | None = None
+    metrics_before_repair: dict | None = None
+    findings: list[dict] = field(default_factory=list)  # localization, ranked (first = most likely cause)
+    repairs: list[dict] = field(default_factory=list)  # every repair tried: applied, rolled back, not applicable
+    divergence: dict | None = None  # per aligned layer error of the target vs the source (first localization)
+    localization_notes: list[str] = field(default_factory=list)
     thresholds: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     output: str | None = None  # the path written, or None when nothing was written

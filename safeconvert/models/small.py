@@ -83,3 +83,67 @@ def torch_small_cnn(seed: int = 0):
                 module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
                 module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
     return model.eval()
+
+
+def keras_small_flatten_cnn(seed: int = 0):
+    """A Keras CNN whose head flattens a 3x3x24 feature map into the Dense layer (32x32x3 in, 10 logits out).
+
+    Flatten after a layout change is where converters read channels in the wrong order (NHWC vs NCHW),
+    which a global-pooling head hides; the 'same' AveragePooling2D also gives a pool whose padding is
+    excluded from the average.
+    """
+    from ..runners.tf_runner import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="input")
+    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(epsilon=1e-3, name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu6")(x)
+    x = layers.AveragePooling2D(3, strides=1, padding="same", name="smooth")(x)
+    x = layers.Conv2D(24, 3, strides=2, padding="valid", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = layers.Dense(CLASSES, name="logits")(x)
+    model = keras.Model(inputs, outputs, name="small_flatten_cnn")
+    _randomise_batch_norm(model, np.random.default_rng(seed))
+    return model
+
+
+def torch_small_pool_cnn(seed: int = 0):
+    """A PyTorch CNN with pools on odd-sized maps (3x32x32 in, 10 logits out, eval mode).
+
+    ceil_mode only matters when a pooling window does not tile its input, and count_include_pad only
+    when a pool pads: the MaxPool2d sees 15x15 and the padded AvgPool2d 7x7, so both flags are live.
+    """
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 24, 3, padding=1),
+        nn.ReLU6(),
+        nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True),
+        nn.Conv2d(24, 32, 1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, CLASSES),
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+    return model.eval()

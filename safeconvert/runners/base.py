@@ -21,6 +21,9 @@ class Runner(abc.ABC):
     max_chunk = 16
 
     def __init__(self, path: Path, spec: InputSpec):
+        from ..safety.limits import check_input_shape
+
+        check_input_shape(spec.shape, Path(path).name)  # before any batch is built for an absurd input
         self.path = path
         self.spec = spec
 

@@ -19,6 +19,9 @@ class OnnxRunner(Runner):
     def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None):
         import onnxruntime as ort
 
+        from ..safety.probe import probe_in_child
+
+        probe_in_child(Path(path), Format.ONNX)  # a file that crashes ONNX Runtime does it in a child
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:

@@ -31,10 +31,13 @@ def load_keras_model(path: Path):
     quiet_tensorflow()
     import keras
 
+    from ..safety.trust import explain_keras_refusal
+
     try:
         return keras.saving.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
-        raise BadInputError(f"{path.name}: not a loadable Keras model ({one_line(exc)})") from None
+        reason = explain_keras_refusal(path, exc)
+        raise BadInputError(reason or f"{path.name}: not a loadable Keras model ({one_line(exc)})") from None
 
 
 class KerasRunner(Runner):

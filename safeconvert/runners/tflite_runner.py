@@ -18,7 +18,11 @@ class TfliteRunner(Runner):
         from ai_edge_litert.interpreter import Interpreter
 
         from ..quiet import native_stderr_silenced
+        from ..safety.probe import probe_in_child
+        from ..safety.tflite_structure import check_tflite_structure
 
+        check_tflite_structure(Path(path))  # indices and sizes, before LiteRT allocates anything
+        probe_in_child(Path(path), Format.TFLITE)  # a file that crashes LiteRT does it in a child
         try:
             with native_stderr_silenced():
                 self.interpreter = Interpreter(model_path=str(path), num_threads=2)

@@ -71,6 +71,8 @@ def load_calibration(path: Path | None, limit: int | None = None) -> Calibration
     path = Path(path) if path is not None else default_calibration_dir()
     if not path.exists():
         raise BadInputError(f"calibration set not found: {path}")
+    if not (path.is_file() or path.is_dir()):
+        raise BadInputError(f"calibration set {path} is neither a directory nor a regular file")
     calib = _load_npy(path) if path.is_file() else _load_directory(path)
     if limit is not None and limit < len(calib):
         calib = calib.subset(list(range(limit)))
@@ -99,9 +101,26 @@ def _load_npy(path: Path) -> CalibrationSet:
         raise BadInputError(f"{path.name}: unsupported array dtype {array.dtype}")
     if array.shape[1] in (1, 3) and array.shape[3] not in (1, 3):
         array = np.transpose(array, (0, 2, 3, 1))  # NCHW -> NHWC, the canonical layout here
+    if min(array.shape[1:3]) == 0:
+        raise BadInputError(f"{path.name}: the images are empty (shape {list(array.shape)})")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise BadInputError(f"{path.name}: the array holds NaN or infinite values")
     if array.dtype.kind in "ui":
-        array = np.clip(array, 0, 255).astype(np.uint8)
+        array = _as_rgb(np.clip(array, 0, 255).astype(np.uint8), path.name)
     return CalibrationSet(str(path), [f"{path.name}[{i}]" for i in range(array.shape[0])], array=array)
+
+
+def _as_rgb(images: np.ndarray, name: str) -> np.ndarray:
+    """uint8 N x H x W x C pixels as RGB: grayscale is repeated, an alpha channel is composited over white."""
+    channels = images.shape[3]
+    if channels == 1:
+        return np.repeat(images, 3, axis=3)
+    if channels == 4:
+        alpha = images[..., 3:].astype(np.float32) / 255.0
+        return np.round(images[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if channels != 3:
+        raise BadInputError(f"{name}: uint8 images need 1, 3 or 4 channels, the array has {channels}")
+    return images
 
 
 def _check_image(path: Path) -> None:

@@ -30,6 +30,8 @@ DEFAULT_PRESET_BY_FRAMEWORK = {"torch": "torch", "tensorflow": "tf", "onnx": "to
 
 # The short side is resized to size * 256/224 before the centre crop, as in ImageNet evaluation.
 RESIZE_RATIO = 256 / 224
+# Above this many pixels the intermediate resized image is not built (a 1 x 100000 image would need gigabytes).
+MAX_RESIZED_PIXELS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,12 @@ def resize_and_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
     src_h, src_w = image.shape[:2]
     scale = max(height * RESIZE_RATIO / src_h, width * RESIZE_RATIO / src_w)
     new_w, new_h = max(width, round(src_w * scale)), max(height, round(src_h * scale))
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     top, left = (new_h - height) // 2, (new_w - width) // 2
+    if new_w * new_h > MAX_RESIZED_PIXELS:  # extreme aspect ratio: resample only the part that is kept
+        x_scale, y_scale = new_w / src_w, new_h / src_h
+        box = (left / x_scale, top / y_scale, (left + width) / x_scale, (top + height) / y_scale)
+        return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR, box=box))
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     return resized[top : top + height, left : left + width]
 
 

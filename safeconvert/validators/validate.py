@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BadInputError
+from ..errors import BadInputError, SafeConvertError, one_line
 from ..runners.base import Runner
 from .calibration import CalibrationSet
 from .metrics import Metrics, compare_outputs
@@ -42,10 +42,30 @@ def iter_inputs(calib: CalibrationSet, preprocessing: Preprocessing, batch_size:
             yield preprocessing.apply(items)
 
 
+class ModelRunError(BadInputError):
+    """A model loaded but fails to run on its own declared input (corrupt weights or shapes, bad batch...)."""
+
+    def __init__(self, path, message: str):
+        super().__init__(message)
+        self.path = path
+
+
 def run_model(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> np.ndarray:
     """All of one model's outputs over the calibration set."""
-    outputs = [runner.run(to_model_layout(batch, runner.spec)) for batch in iter_inputs(calib, preprocessing)]
+    outputs = [_run_batch(runner, to_model_layout(batch, runner.spec)) for batch in iter_inputs(calib, preprocessing)]
     return np.concatenate(outputs, axis=0)
+
+
+def _run_batch(runner: Runner, batch: np.ndarray) -> np.ndarray:
+    """One batch through the model; a runtime's failure becomes one line naming the model."""
+    try:
+        return runner.run(batch)
+    except SafeConvertError:
+        raise
+    except Exception as exc:  # every runtime raises its own types
+        name = getattr(runner.path, "name", runner.path)
+        raise ModelRunError(runner.path, f"{name}: the model fails to run on a {list(batch.shape)} input "
+                                         f"({one_line(exc)})") from None
 
 
 # Source outputs by (model file identity, calibration items, preprocessing): converting one source along

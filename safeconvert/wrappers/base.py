@@ -6,10 +6,14 @@ import abc
 import importlib.metadata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..formats import Format
+
+if TYPE_CHECKING:
+    from .tf2onnx_cli import Tf2OnnxCliFlags
 
 
 @dataclass
@@ -27,6 +31,14 @@ class ConversionOptions:
     representative_data: np.ndarray | None = None
     input_shape: tuple[int, ...] | None = None  # for sources that record none (TorchScript)
     torch_dynamo: bool = True  # torch.onnx.export's default exporter
+    keep_quantisation: bool = False  # the user wants the quantisation: repair keeps layers float, never undoes it
+    tf2onnx_cli: Tf2OnnxCliFlags | None = None  # set by `safeconvert tf2onnx`: convert as tf2onnx's CLI does
+
+    def without_numeric_options(self) -> "ConversionOptions":
+        """The same options minus those that change numerics on purpose (for the TOOL repair)."""
+        from dataclasses import replace
+
+        return replace(self, tflite_optimizations=[], tflite_supported_types=[], tflite_int8=False)
 
     def describe(self) -> dict:
         """The options that shape numerics, for the report (no arrays)."""
@@ -36,6 +48,7 @@ class ConversionOptions:
             "tflite_supported_types": list(self.tflite_supported_types),
             "tflite_int8": self.tflite_int8,
             "torch_dynamo": self.torch_dynamo,
+            **({"tf2onnx_cli": self.tf2onnx_cli.describe()} if self.tf2onnx_cli is not None else {}),
         }
 
 

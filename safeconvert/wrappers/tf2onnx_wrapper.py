@@ -19,6 +19,8 @@ from pathlib import Path
 from ..errors import BadInputError, ConverterFailedError, SafeConvertError, one_line
 from ..formats import Format
 from .base import ConversionOptions, Converter
+from .onnx_names import canonical_names
+from .tf2onnx_cli import convert_like_cli
 
 
 class Tf2OnnxConverter(Converter):
@@ -35,16 +37,20 @@ class Tf2OnnxConverter(Converter):
         src = Path(src)
         try:
             with _quiet_tensorflow_converter():
-                proto = self._convert_to_proto(src, src_format, options.opset)
+                proto = self._convert_to_proto(src, src_format, options)
             _check_model(proto)
-            payload = proto.SerializeToString()
+            payload = canonical_names(proto).SerializeToString()  # same source -> same bytes (onnx_names.py)
         except SafeConvertError:
             raise
         except Exception as exc:  # tf2onnx and TensorFlow raise many unrelated exception types
             raise ConverterFailedError(self.name, one_line(exc)) from None
         Path(out).write_bytes(payload)
 
-    def _convert_to_proto(self, src: Path, src_format: Format, opset: int | None):
+    def _convert_to_proto(self, src: Path, src_format: Format, options: ConversionOptions):
+        opset = options.opset
+        if options.tf2onnx_cli is not None:
+            _import_tf2onnx()
+            return convert_like_cli(src, src_format, opset, options.tf2onnx_cli)
         if src_format is Format.KERAS:
             return _from_keras(src, opset)
         if src_format is Format.SAVEDMODEL:

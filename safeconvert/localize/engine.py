@@ -1,0 +1,119 @@
+"""Run the localization stages in order and rank what they find.
+
+Order: TOOL (reads the route, free), PP/ID (a few runs of the target in its own runtime), then the
+structural stages on both models in TVM Relax (WB, LH, CG — exact, no images), then the activation stage
+(a handful of images through both models with every aligned layer exposed) which finds where divergence
+starts, detects reordered tensors (TSS), and ranks the structural findings by distance from that layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import one_line
+from ..timing import Stopwatch
+from .context import IrPair, LocalizationInput, build_ir_pair, divergence_indices
+from .divergence import Divergence, measure_divergence, permutation_findings, trace
+from .findings import Category, Finding
+from .inputs import input_findings
+from .static import static_findings
+from .tool import tool_findings
+
+
+@dataclass
+class Localization:
+    findings: list[Finding] = field(default_factory=list)
+    divergence: Divergence | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    ir_pair: IrPair | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "findings": [f.to_dict() for f in self.findings],
+            "divergence": self.divergence.to_dict() if self.divergence else None,
+            "notes": self.notes,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+def localize(inp: LocalizationInput, ir_pair: IrPair | None = None, use_ir: bool = True) -> Localization:
+    result = Localization()
+    clock = Stopwatch(result.seconds)
+    with clock.stage("tool"):
+        result.findings += tool_findings(inp.route, inp.target, inp.target_format, inp.quantisation_requested)
+    images = divergence_indices(inp.validation, inp.calib.names)
+    batch = _canonical_batch(inp, images)
+    with clock.stage("input"):
+        result.findings += _input_stage(inp, batch, images)
+    if use_ir and not any(f.category in (Category.PP, Category.ID) for f in result.findings):
+        _structural_stages(inp, result, clock, batch, images, ir_pair)
+    result.findings = rank(result.findings, result.divergence)
+    return result
+
+
+def _input_stage(inp: LocalizationInput, batch: np.ndarray, images: list[int]) -> list[Finding]:
+    from ..runners import load_runner
+
+    runner = load_runner(inp.target, inp.target_format)
+    tolerance = 1e-3
+    return input_findings(runner, batch, inp.validation.source_outputs[images], inp.preprocessing.preset, tolerance)
+
+
+def _structural_stages(inp: LocalizationInput, result: Localization, clock, batch: np.ndarray, images: list[int],
+                       ir_pair: IrPair | None) -> None:
+    try:
+        with clock.stage("import_and_align"):
+            ir_pair = ir_pair or build_ir_pair(inp.source, inp.source_format, inp.target_ir_path or inp.target,
+                                               _target_ir_format(inp))
+    except Exception as exc:  # a frontend gap must not hide what the other stages found
+        result.notes.append(f"structural stages skipped: TVM could not import the models ({one_line(exc, 200)})")
+        return
+    result.ir_pair = ir_pair
+    with clock.stage("static"):
+        result.findings += static_findings(ir_pair.alignment)
+    with clock.stage("activations"):
+        source_acts, target_acts = trace(ir_pair, batch)
+        result.divergence = measure_divergence(ir_pair, source_acts, target_acts, [inp.calib.names[i] for i in images])
+        result.findings += permutation_findings(ir_pair, result.divergence, source_acts, target_acts)
+    if result.divergence.first is not None and not _explained(result):
+        first = result.divergence.first_layer
+        result.notes.append(f"divergence starts at {first.kind} {first.target_layer} (relative error {first.error:.2g}) "
+                            "with no structural difference found there")
+
+
+def _target_ir_format(inp: LocalizationInput):
+    """The format of what is imported for the target (an ONNX intermediate for TorchScript targets)."""
+    from ..formats import detect_format
+
+    return detect_format(inp.target_ir_path) if inp.target_ir_path else inp.target_format
+
+
+def _explained(result: Localization) -> bool:
+    first = result.divergence.first_layer
+    return any(f.evidence.get("target_index") == first.target_index or f.evidence.get("source_index") == first.source_index
+               for f in result.findings)
+
+
+def rank(findings: list[Finding], divergence: Divergence | None) -> list[Finding]:
+    """Highest score first: the finding at the first diverging layer leads; then by position in the model."""
+    if divergence is not None and divergence.first is not None:
+        first = divergence.first_layer
+        for finding in findings:
+            index = finding.evidence.get("source_index")
+            if index is None:
+                continue
+            distance = abs(index - first.source_index)
+            finding.score = max(finding.score, 1.0 / (1.0 + distance))
+            finding.evidence["divergence_error"] = next((l.error for l in divergence.layers if l.source_index == index), None)
+    return sorted(findings, key=lambda f: -f.score)
+
+
+def _canonical_batch(inp: LocalizationInput, images: list[int]) -> np.ndarray:
+    """Preprocessed NHWC inputs for the chosen images, exactly as validation fed them."""
+    from ..validators.validate import iter_inputs
+
+    return np.concatenate(list(iter_inputs(inp.calib.subset(images), inp.preprocessing)), axis=0)

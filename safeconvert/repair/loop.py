@@ -1,0 +1,211 @@
+"""The repair loop: localize -> repair -> validate, bounded, until verified.
+
+Each repair is applied to a copy of the target (in the scratch directory) and kept only if validation
+improves (fewer changed labels, or the same and a smaller output gap); otherwise it is rolled back. All
+findings of one round are first tried together (the usual case: they are independent faults), then one
+by one when that does not verify.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import SafeConvertError
+from ..formats import Format
+from ..localize.context import LocalizationInput
+from ..localize.engine import Localization, localize
+from ..localize.findings import Finding
+from ..validators.validate import Validation
+from .onnx_repair import NotApplicable, apply_to_onnx
+
+MAX_ROUNDS = 3
+TIME_BUDGET_SECONDS = 900.0
+
+
+@dataclass
+class RepairRecord:
+    """One repair tried: what, how, and what it did to the agreement."""
+
+    category: str
+    finding: str
+    action: str
+    status: str  # applied | rolled back | not applicable
+    detail: str = ""
+    mismatches_before: int | None = None
+    mismatches_after: int | None = None
+    max_abs_diff_before: float | None = None
+    max_abs_diff_after: float | None = None
+
+
+@dataclass
+class RepairResult:
+    target: Path
+    validation: Validation
+    records: list[RepairRecord] = field(default_factory=list)
+    localizations: list[Localization] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "records": [asdict(r) for r in self.records],
+            "localizations": [loc.to_dict() for loc in self.localizations],
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+
+@dataclass
+class Candidate:
+    """A repaired model file, plus the ONNX it was made from when the target is TorchScript."""
+
+    target: Path
+    onnx: Path | None
+    edits: list[tuple[Finding, str]]  # each finding applied, with what was done
+
+
+@dataclass
+class RepairSession:
+    """What the loop needs from its caller.
+
+    validate: validation of a candidate target file against the source.
+    make_input: LocalizationInput for a target file (and its ONNX intermediate, if any).
+    reconvert: re-runs the route without numeric options (None when there is no route: `repair`).
+    """
+
+    target: Path
+    target_format: Format
+    onnx_intermediate: Path | None
+    work: Path
+    validate: Callable[[Path], Validation]
+    make_input: Callable[[Path, Path | None, Validation], LocalizationInput]
+    reconvert: Callable[[Path], Path] | None = None
+    to_target: Callable[[Path, Path], None] | None = None  # ONNX -> target format (TorchScript targets)
+    max_rounds: int = MAX_ROUNDS
+    time_budget: float = TIME_BUDGET_SECONDS
+
+
+def repair_until_verified(session: RepairSession, validation: Validation) -> RepairResult:
+    started = time.perf_counter()
+    result = RepairResult(session.target, validation)
+    onnx_source = session.onnx_intermediate
+    for round_index in range(session.max_rounds):
+        if result.validation.verdict.verified or time.perf_counter() - started > session.time_budget:
+            break
+        loc_started = time.perf_counter()
+        loc = localize(session.make_input(result.target, onnx_source, result.validation))
+        result.seconds["localize"] = result.seconds.get("localize", 0.0) + time.perf_counter() - loc_started
+        result.localizations.append(loc)
+        if not loc.findings:
+            break
+        repair_started = time.perf_counter()
+        improved, onnx_source = _repair_round(session, result, loc.findings, onnx_source, round_index)
+        result.seconds["repair"] = result.seconds.get("repair", 0.0) + time.perf_counter() - repair_started
+        if not improved:
+            break
+    result.seconds["total"] = time.perf_counter() - started
+    return result
+
+
+def _repair_round(session: RepairSession, result: RepairResult, findings: list[Finding], onnx_source: Path | None,
+                  round_index: int) -> tuple[bool, Path | None]:
+    """Try all findings together, then one at a time; keep what improves agreement."""
+    together = _build(session, findings, result.target, onnx_source, f"r{round_index}-all")
+    if together is not None and len(findings) > 1:
+        validation = session.validate(together.target)
+        if validation.verdict.verified:
+            for finding, edit in together.edits:
+                result.records.append(_record(finding, "applied", edit, result.validation, validation))
+            result.target, result.validation = together.target, validation
+            return True, together.onnx
+    improved = False
+    for index, finding in enumerate(findings):
+        candidate = _build(session, [finding], result.target, onnx_source, f"r{round_index}-{index}")
+        if candidate is None or not candidate.edits:
+            result.records.append(_record(finding, "not applicable", _why_not(session, finding, result.target, onnx_source)))
+            continue
+        validation = session.validate(candidate.target)
+        if better(validation, result.validation):
+            result.records.append(_record(finding, "applied", candidate.edits[0][1], result.validation, validation))
+            result.target, result.validation, onnx_source = candidate.target, validation, candidate.onnx
+            improved = True
+        else:
+            result.records.append(_record(finding, "rolled back", candidate.edits[0][1], result.validation, validation))
+    return improved, onnx_source
+
+
+def better(new: Validation, old: Validation) -> bool:
+    """Fewer changed labels, or as many and a clearly smaller output gap."""
+    a, b = new.metrics, old.metrics
+    if a.top1_mismatches != b.top1_mismatches:
+        return a.top1_mismatches < b.top1_mismatches
+    return a.max_abs_diff < 0.9 * b.max_abs_diff
+
+
+def _build(session: RepairSession, findings: list[Finding], target: Path, onnx_source: Path | None,
+           tag: str) -> Candidate | None:
+    """Apply findings to a copy of the target; None when none of them applies."""
+    try:
+        if any(f.repair and f.repair.action == "rerun_converter" for f in findings):
+            if session.reconvert is None:
+                return None
+            out = session.reconvert(session.work / f"repair-{tag}")
+            tool = next(f for f in findings if f.repair and f.repair.action == "rerun_converter")
+            return Candidate(out, None, [(tool, "re-ran the route without the options that change numerics")])
+        return _build_onnx_edit(session, findings, target, onnx_source, tag)
+    except (SafeConvertError, NotApplicable, OSError):
+        return None
+
+
+def _build_onnx_edit(session: RepairSession, findings: list[Finding], target: Path, onnx_source: Path | None,
+                     tag: str) -> Candidate | None:
+    import onnx
+
+    editable = target if session.target_format is Format.ONNX else onnx_source
+    if editable is None:
+        return None
+    model = onnx.load(str(editable))
+    edits = []
+    for finding in findings:
+        trial = copy.deepcopy(model)
+        try:
+            edits.append((finding, apply_to_onnx(finding, trial)))
+        except Exception:  # not applicable, or an edit the checker rejects: leave this finding out
+            continue
+        model = trial
+    if not edits:
+        return None
+    out_onnx = session.work / f"repair-{tag}.onnx"
+    onnx.save(model, str(out_onnx))
+    if session.target_format is Format.ONNX:
+        return Candidate(out_onnx, None, edits)
+    out = session.work / f"repair-{tag}{session.target_format.suffix}"
+    session.to_target(out_onnx, out)
+    return Candidate(out, out_onnx, edits)
+
+
+def _why_not(session: RepairSession, finding: Finding, target: Path, onnx_source: Path | None) -> str:
+    if finding.repair is None:
+        return "no repair proposed"
+    if finding.repair.action == "rerun_converter" and session.reconvert is None:
+        return "needs the conversion route (use `safeconvert convert`)"
+    if session.target_format is not Format.ONNX and onnx_source is None:
+        return f"no editable ONNX form of the {session.target_format.value} target"
+    return f"'{finding.repair.action}' could not be applied to this model"
+
+
+def _record(finding: Finding, status: str, detail: str, before: Validation | None = None,
+            after: Validation | None = None) -> RepairRecord:
+    return RepairRecord(
+        category=finding.category.value,
+        finding=finding.summary,
+        action=finding.repair.action if finding.repair else "",
+        status=status,
+        detail=detail,
+        mismatches_before=before.metrics.top1_mismatches if before else None,
+        mismatches_after=after.metrics.top1_mismatches if after else None,
+        max_abs_diff_before=before.metrics.max_abs_diff if before else None,
+        max_abs_diff_after=after.metrics.max_abs_diff if after else None,
+    )

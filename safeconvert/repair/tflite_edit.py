@@ -1,0 +1,653 @@
+"""Edit primitives for TFLite models, on the flatbuffer object API (schema ModelT).
+
+TFLite stores what safeconvert.ir calls one layer as a CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op
+with weights in its own layouts (OHWI, 1HW(C*M), (out, in)), possibly int8 with per-channel scales
+(dynamic-range and full-integer models) or float16 behind a DEQUANTIZE op, and with padding and the
+activation fused into the op's options. These functions read and write those forms from the effective
+layouts, so a repair can restore a layer's float weights or options without re-running the converter.
+
+Every function edits `model` in place. Op indices stay valid through all edits except
+`remove_dead_ops` and `keep_op_float` (they delete or insert ops: look ops up again by output name).
+A weight shared with another op is never changed behind its back: the edited op gets its own copy.
+
+Full-integer (int8) models: a quantised op's weights cannot simply be replaced by float ones, because
+its activations are int8 too. `keep_op_float` instead runs that one op in float between a DEQUANTIZE
+and a QUANTIZE that keep the int8 neighbours' scales, which is exact for single-input conv/depthwise/
+fully-connected ops. Other ops (ADD with two int8 inputs, CONCATENATION...) are not handled by buffer
+edits: re-run the converter with those layers left float (`convert_with_float_layers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_NUMPY_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64, "INT8": np.int8,
+                "UINT8": np.uint8, "INT16": np.int16, "UINT16": np.uint16, "INT32": np.int32,
+                "UINT32": np.uint32, "INT64": np.int64, "BOOL": np.bool_}
+_ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
+
+
+def _schema():
+    from tensorflow.lite.python import schema_py_generated
+
+    return schema_py_generated
+
+
+# ---------------------------------------------------------------- files and checks
+
+
+def load_model(source: bytes | bytearray | Path | str):
+    """A mutable ModelT from .tflite bytes or a path."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+
+
+def model_bytes(model) -> bytes:
+    """Serialise a ModelT back to .tflite bytes."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def check_model(model) -> None:
+    """Load the model in LiteRT and run it once on zeros: the edited file must still load and run."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from ..quiet import native_stderr_silenced
+
+    with native_stderr_silenced():
+        interpreter = Interpreter(model_content=model_bytes(model), num_threads=1)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+        interpreter.invoke()
+
+
+# ---------------------------------------------------------------- lookups
+
+
+def op_name(model, op_index: int, subgraph: int = 0) -> str:
+    """The builtin name of an op ("CONV_2D"), or its custom code."""
+    from tensorflow.lite.python import schema_util
+
+    op = model.subgraphs[subgraph].operators[op_index]
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = schema_util.get_builtin_code_from_operator_code(code)
+    if builtin == _schema().BuiltinOperator.CUSTOM:
+        return _text(code.customCode)
+    return _enum_name(_schema().BuiltinOperator, builtin)
+
+
+def _enum_name(enum, value: int) -> str:
+    return next(k for k, v in vars(enum).items() if not k.startswith("_") and v == value)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value or "")
+
+
+def tensor_name(model, tensor_index: int, subgraph: int = 0) -> str:
+    return _text(model.subgraphs[subgraph].tensors[tensor_index].name)
+
+
+def find_tensor(model, name: str, subgraph: int = 0) -> int:
+    """Index of the tensor called `name`."""
+    for index, tensor in enumerate(model.subgraphs[subgraph].tensors):
+        if _text(tensor.name) == name:
+            return index
+    raise KeyError(f"no TFLite tensor named {name!r}")
+
+
+def find_op(model, output_name: str, subgraph: int = 0) -> int:
+    """Index of the op writing the tensor `output_name` (how TFLite Origins name their ops)."""
+    target = find_tensor(model, output_name, subgraph)
+    op = _producers(model, subgraph).get(target)
+    if op is None:
+        raise KeyError(f"no TFLite op writes {output_name!r}")
+    return op
+
+
+def _producers(model, subgraph: int = 0) -> dict[int, int]:
+    return {int(t): i for i, op in enumerate(model.subgraphs[subgraph].operators) for t in op.outputs}
+
+
+def _readers(model, tensor_index: int, subgraph: int = 0) -> list[tuple[int, int]]:
+    """(op index, input position) for every op reading the tensor."""
+    return [(i, p) for i, op in enumerate(model.subgraphs[subgraph].operators)
+            for p, t in enumerate(op.inputs) if int(t) == tensor_index]
+
+
+def _type_name(tensor) -> str:
+    return _enum_name(_schema().TensorType, tensor.type)
+
+
+def _buffer_bytes(model, tensor) -> bytes:
+    buffer = model.buffers[tensor.buffer]
+    return b"" if buffer.data is None else bytes(np.asarray(buffer.data, dtype=np.uint8))
+
+
+# ---------------------------------------------------------------- constant tensors
+
+
+def is_constant(model, tensor_index: int, subgraph: int = 0) -> bool:
+    tensor = model.subgraphs[subgraph].tensors[tensor_index]
+    return bool(_buffer_bytes(model, tensor))
+
+
+def tensor_array(model, tensor_index: int, subgraph: int = 0) -> np.ndarray:
+    """The float values of a constant tensor as the model uses them, whatever it stores: float32,
+    float16, int8/uint8/int16/int32 with per-tensor or per-channel scales (dequantised), or the output
+    of a DEQUANTIZE op over such a constant (followed)."""
+    tensor = model.subgraphs[subgraph].tensors[tensor_index]
+    data = _buffer_bytes(model, tensor)
+    if not data:
+        op = _producers(model, subgraph).get(tensor_index)
+        if op is not None and op_name(model, op, subgraph) == "DEQUANTIZE":
+            return tensor_array(model, int(model.subgraphs[subgraph].operators[op].inputs[0]), subgraph)
+        raise ValueError(f"tensor {tensor_index} ({_text(tensor.name)}) is not a constant")
+    kind = _type_name(tensor)
+    if kind not in _NUMPY_TYPES:
+        raise ValueError(f"tensor {tensor_index} has type {kind}, which cannot be read as numbers here")
+    values = np.frombuffer(data, dtype=np.dtype(_NUMPY_TYPES[kind]).newbyteorder("<")).reshape(tuple(tensor.shape))
+    return _dequantize(values, tensor.quantization)
+
+
+def _dequantize(values: np.ndarray, quantization) -> np.ndarray:
+    scale = None if quantization is None or quantization.scale is None else np.asarray(quantization.scale, np.float64)
+    if scale is None or scale.size == 0 or values.dtype.kind == "f":
+        return values.astype(np.float32)
+    zero = np.asarray(quantization.zeroPoint if quantization.zeroPoint is not None else [0], np.float64)
+    if scale.size > 1:
+        shape = [1] * values.ndim
+        shape[quantization.quantizedDimension] = scale.size
+        scale = scale.reshape(shape)
+        zero = np.broadcast_to(zero, (scale.size,)).reshape(shape) if zero.size > 1 else zero.reshape(())
+    return ((values.astype(np.float64) - zero) * scale).astype(np.float32)
+
+
+def set_float_tensor(model, tensor_index: int, array, subgraph: int = 0) -> int:
+    """Make the tensor a float32 constant holding `array` (type FLOAT32, quantisation cleared) for all
+    its readers; returns the index of the tensor now holding the value.
+
+    A stored constant (float, or int8 from dynamic-range quantisation) is rewritten in place. A tensor
+    that a DEQUANTIZE op computes from a float16 or int8 constant gets a new float32 constant tensor and
+    its readers are rewired; the DEQUANTIZE is left dead (harmless; `remove_dead_ops` deletes it)."""
+    tensors = model.subgraphs[subgraph].tensors
+    tensor = tensors[tensor_index]
+    value = _checked_value(array, tensor, f"tensor {tensor_index} ({_text(tensor.name)})")
+    if _producers(model, subgraph).get(tensor_index) is not None:
+        new_index = _new_constant_tensor(model, tensor, value, subgraph)
+        for op, position in _readers(model, tensor_index, subgraph):
+            model.subgraphs[subgraph].operators[op].inputs[position] = new_index
+        _release_unused_buffers(model)
+        return new_index
+    _write_float(model, tensor, value)
+    _release_unused_buffers(model)
+    return tensor_index
+
+
+def set_op_input_float(model, op_index: int, position: int, array, subgraph: int = 0) -> int:
+    """Give one op's input `position` the float32 constant `array`; returns the tensor index it reads.
+
+    The op's own constant is rewritten in place; a constant other ops also read, a DEQUANTIZE output
+    or an absent optional input (-1) becomes a new tensor for this op only."""
+    sg = model.subgraphs[subgraph]
+    op = sg.operators[op_index]
+    inputs = [int(t) for t in op.inputs]
+    current = inputs[position] if position < len(inputs) else -1
+    if current >= 0:
+        tensor = sg.tensors[current]
+        value = _checked_value(array, tensor, f"input {position} of op {op_index}")
+        owned = len(_readers(model, current, subgraph)) == 1 and current not in _graph_io(model, subgraph)
+        if owned and _producers(model, subgraph).get(current) is None and is_constant(model, current, subgraph):
+            _write_float(model, tensor, value)
+            _release_unused_buffers(model)
+            return current
+        new_index = _new_constant_tensor(model, tensor, value, subgraph)
+    else:
+        value = np.asarray(array, dtype=np.float32)
+        new_index = _new_constant_tensor(model, None, value, subgraph, name=f"{_op_label(model, op_index, subgraph)}/input{position}")
+    while len(inputs) <= position:
+        inputs.append(-1)
+    inputs[position] = new_index
+    op.inputs = np.asarray(inputs, dtype=np.int32)
+    _release_unused_buffers(model)
+    return new_index
+
+
+def _op_label(model, op_index: int, subgraph: int) -> str:
+    op = model.subgraphs[subgraph].operators[op_index]
+    return tensor_name(model, int(op.outputs[0]), subgraph) if len(op.outputs) else f"op{op_index}"
+
+
+def _graph_io(model, subgraph: int) -> set[int]:
+    sg = model.subgraphs[subgraph]
+    return {int(t) for t in sg.inputs} | {int(t) for t in sg.outputs}
+
+
+def _checked_value(array, tensor, what: str) -> np.ndarray:
+    value = np.asarray(array, dtype=np.float32)
+    if tuple(value.shape) != tuple(int(d) for d in tensor.shape):
+        raise ValueError(f"{what}: the new value has shape {tuple(value.shape)}, the model stores {tuple(tensor.shape)}")
+    return value
+
+
+def _write_float(model, tensor, value: np.ndarray) -> None:
+    tensor.buffer = _append_buffer(model, value)
+    tensor.type = _schema().TensorType.FLOAT32
+    tensor.quantization = None
+    tensor.sparsity = None
+
+
+def _append_buffer(model, value: np.ndarray | None) -> int:
+    buffer = _schema().BufferT()
+    if value is not None:
+        buffer.data = np.frombuffer(np.ascontiguousarray(value, dtype="<f4").tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    return len(model.buffers) - 1
+
+
+def _new_constant_tensor(model, like, value: np.ndarray, subgraph: int, name: str | None = None) -> int:
+    schema = _schema()
+    tensor = schema.TensorT()
+    tensor.name = (name or f"{_text(like.name)}/float32").encode()
+    tensor.shape = np.asarray(value.shape, dtype=np.int32)
+    _write_float(model, tensor, value)
+    model.subgraphs[subgraph].tensors.append(tensor)
+    return len(model.subgraphs[subgraph].tensors) - 1
+
+
+def _release_unused_buffers(model) -> None:
+    """Empty the buffers no op reads any more (a replaced int8 or float16 weight), so the file shrinks.
+    Buffers stay in place (tensors refer to them by index); buffer 0 is the empty sentinel anyway."""
+    live: set[int] = set()
+    for sg in model.subgraphs:
+        used = {int(t) for op in sg.operators for t in op.inputs if int(t) >= 0}
+        used |= {int(t) for t in sg.inputs} | {int(t) for t in sg.outputs}
+        used |= {int(t) for op in sg.operators for t in (op.intermediates if op.intermediates is not None else [])}
+        live |= {sg.tensors[t].buffer for t in used}
+        live |= {t.buffer for t in sg.tensors if t.isVariable}
+    for index, buffer in enumerate(model.buffers):
+        if index and index not in live and buffer.data is not None:
+            buffer.data = None
+
+
+def remove_dead_ops(model, subgraph: int = 0) -> int:
+    """Delete DEQUANTIZE ops (and other ops over constants) whose outputs nothing reads; returns how many.
+    Op indices shift: look ops up again by output name afterwards."""
+    sg = model.subgraphs[subgraph]
+    removed = 0
+    while True:
+        used = {int(t) for op in sg.operators for t in op.inputs} | {int(t) for t in sg.outputs}
+        dead = [i for i, op in enumerate(sg.operators)
+                if len(op.outputs) and not any(int(t) in used for t in op.outputs)
+                and (op_name(model, i, subgraph) == "DEQUANTIZE"
+                     or all(int(t) < 0 or is_constant(model, int(t), subgraph) for t in op.inputs))]
+        if not dead:
+            break
+        sg.operators = [op for i, op in enumerate(sg.operators) if i not in set(dead)]
+        removed += len(dead)
+    _release_unused_buffers(model)
+    return removed
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def to_tflite_layout(op: str, weight: np.ndarray) -> np.ndarray:
+    """An effective weight (OIHW for convolutions, (out, in) for dense) in the op's TFLite layout:
+    CONV_2D OHWI, DEPTHWISE_CONV_2D 1HW(C*M) (OIHW (C*M, 1, H, W) with output c*M+m), FULLY_CONNECTED (out, in)."""
+    weight = np.asarray(weight)
+    if op == "CONV_2D":
+        return weight.transpose(0, 2, 3, 1)
+    if op == "DEPTHWISE_CONV_2D":
+        if weight.shape[1] != 1:
+            raise ValueError(f"a depthwise OIHW weight has I = 1, got shape {weight.shape}")
+        return weight.transpose(1, 2, 3, 0)
+    if op == "FULLY_CONNECTED":
+        return weight
+    raise ValueError(f"{op} has no weight layout here")
+
+
+def from_tflite_layout(op: str, weight: np.ndarray) -> np.ndarray:
+    """The inverse of `to_tflite_layout`: a TFLite weight in OIHW / (out, in)."""
+    weight = np.asarray(weight)
+    if op == "CONV_2D":
+        return weight.transpose(0, 3, 1, 2)
+    if op == "DEPTHWISE_CONV_2D":
+        return weight.transpose(3, 0, 1, 2)
+    if op == "FULLY_CONNECTED":
+        return weight
+    raise ValueError(f"{op} has no weight layout here")
+
+
+# ---------------------------------------------------------------- layer parameters
+
+
+def layer_parameters(model, op_index: int, subgraph: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """A conv/depthwise/dense op's (effective weight, bias) as float32, weight in OIHW / (out, in)."""
+    op = model.subgraphs[subgraph].operators[op_index]
+    name = op_name(model, op_index, subgraph)
+    weight = from_tflite_layout(name, tensor_array(model, int(op.inputs[1]), subgraph))
+    bias_index = int(op.inputs[2]) if len(op.inputs) > 2 else -1
+    return weight, tensor_array(model, bias_index, subgraph) if bias_index >= 0 else None
+
+
+def set_layer_parameters(model, op_index: int, weight, bias=None, subgraph: int = 0) -> None:
+    """Write effective float parameters (OIHW / (out, in) weight, (out,) bias) into a CONV_2D,
+    DEPTHWISE_CONV_2D or FULLY_CONNECTED op as float32, restoring a dynamic-range (int8) or float16
+    weight to float. A full-integer op raises: use `keep_op_float`."""
+    name = op_name(model, op_index, subgraph)
+    if name not in WEIGHTED_OPS:
+        raise ValueError(f"op {op_index} is {name}, not one of {WEIGHTED_OPS}")
+    if _activation_type(model, op_index, subgraph) != "FLOAT32":
+        raise ValueError(f"op {op_index} ({name}) runs on quantised activations: use keep_op_float")
+    set_op_input_float(model, op_index, 1, to_tflite_layout(name, weight), subgraph)
+    if bias is not None:
+        set_op_input_float(model, op_index, 2, np.asarray(bias, dtype=np.float32).reshape(-1), subgraph)
+
+
+def _activation_type(model, op_index: int, subgraph: int) -> str:
+    sg = model.subgraphs[subgraph]
+    return _type_name(sg.tensors[int(sg.operators[op_index].inputs[0])])
+
+
+# ---------------------------------------------------------------- options
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def set_builtin_options(model, op_index: int, subgraph: int = 0, **fields: Any) -> None:
+    """Set builtin option fields in snake case: padding ("SAME"/"VALID"), stride_w/stride_h,
+    dilation_w_factor/dilation_h_factor, fused_activation_function ("NONE"/"RELU"/"RELU6"...),
+    filter_width/filter_height, depth_multiplier, keep_dims... (camelCase names are accepted too)."""
+    schema = _schema()
+    op = model.subgraphs[subgraph].operators[op_index]
+    options = op.builtinOptions
+    if options is None:
+        raise ValueError(f"op {op_index} ({op_name(model, op_index, subgraph)}) has no builtin options")
+    for key, value in fields.items():
+        attribute = _camel(key)
+        if not hasattr(options, attribute):
+            raise ValueError(f"{type(options).__name__} has no field {key!r}")
+        if attribute == "padding" and isinstance(value, str):
+            value = getattr(schema.Padding, value.upper())
+        elif attribute == "fusedActivationFunction" and isinstance(value, str):
+            if value.upper() not in _ACTIVATIONS:
+                raise ValueError(f"unknown fused activation {value!r} (known: {_ACTIVATIONS})")
+            value = getattr(schema.ActivationFunctionType, value.upper())
+        setattr(options, attribute, type(getattr(options, attribute))(value))
+
+
+def builtin_options(model, op_index: int, subgraph: int = 0) -> dict[str, Any]:
+    """The op's builtin options as a dict (padding and activation as names)."""
+    schema = _schema()
+    options = model.subgraphs[subgraph].operators[op_index].builtinOptions
+    values = dict(vars(options)) if options is not None else {}
+    if "padding" in values:
+        values["padding"] = _enum_name(schema.Padding, values["padding"])
+    if "fusedActivationFunction" in values:
+        values["fusedActivationFunction"] = _enum_name(schema.ActivationFunctionType, values["fusedActivationFunction"])
+    return values
+
+
+def set_attributes(model, op_index: int, ir_attrs: Mapping[str, Any], subgraph: int = 0) -> dict[str, Any]:
+    """Set canonical attributes (safeconvert.ir names) on a conv/depthwise/pool op; returns the builtin
+    option fields written. strides (h, w), dilation (h, w), pool_size (h, w), and padding
+    (top, left, bottom, right), which TFLite can only express as VALID (none) or SAME (TensorFlow's
+    split for this input size): other paddings raise ValueError (they need a PAD op). Descriptive keys
+    (kernel_size, groups, channels, depthwise...) are ignored."""
+    fields: dict[str, Any] = {}
+    for key, value in ir_attrs.items():
+        if key == "strides":
+            fields["stride_h"], fields["stride_w"] = _pair(value)
+        elif key == "dilation":
+            fields["dilation_h_factor"], fields["dilation_w_factor"] = _pair(value)
+        elif key == "pool_size":
+            fields["filter_height"], fields["filter_width"] = _pair(value)
+    if "padding" in ir_attrs:
+        fields["padding"] = _padding_mode(model, op_index, ir_attrs, fields, subgraph)
+    set_builtin_options(model, op_index, subgraph, **fields)
+    return fields
+
+
+def _pair(value) -> tuple[int, int]:
+    values = [int(v) for v in (value if isinstance(value, (list, tuple)) else (value, value))]
+    return values[0], values[-1]
+
+
+def _padding_mode(model, op_index: int, ir_attrs: Mapping[str, Any], fields: dict, subgraph: int) -> str:
+    padding = [int(p) for p in ir_attrs["padding"]]
+    padding = padding * 2 if len(padding) == 2 else padding
+    if not any(padding):
+        return "VALID"
+    sg = model.subgraphs[subgraph]
+    op = sg.operators[op_index]
+    options = op.builtinOptions
+    in_h, in_w = (int(d) for d in sg.tensors[int(op.inputs[0])].shape[1:3])
+    kernel = _kernel_size(model, op_index, fields, subgraph)
+    strides = (fields.get("stride_h", options.strideH), fields.get("stride_w", options.strideW))
+    dilation = (fields.get("dilation_h_factor", getattr(options, "dilationHFactor", 1)),
+                fields.get("dilation_w_factor", getattr(options, "dilationWFactor", 1)))
+    same = [*_same_padding(in_h, kernel[0], strides[0], dilation[0]), *_same_padding(in_w, kernel[1], strides[1], dilation[1])]
+    if [padding[0], padding[2], padding[1], padding[3]] == same:
+        return "SAME"
+    raise ValueError(f"padding {tuple(padding)} is neither VALID nor SAME for op {op_index}: it needs a PAD op")
+
+
+def _kernel_size(model, op_index: int, fields: dict, subgraph: int) -> tuple[int, int]:
+    sg = model.subgraphs[subgraph]
+    op = sg.operators[op_index]
+    name = op_name(model, op_index, subgraph)
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        shape = [int(d) for d in sg.tensors[int(op.inputs[1])].shape]
+        return shape[1], shape[2]
+    options = op.builtinOptions
+    return fields.get("filter_height", options.filterHeight), fields.get("filter_width", options.filterWidth)
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's SAME split (before, after): the extra row or column goes after."""
+    effective = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+# ---------------------------------------------------------------- weight report
+
+
+@dataclass
+class WeightOp:
+    """A conv/depthwise/dense op and its stored weight, for the size cost of keeping a layer float.
+
+    weight_tensor is the tensor holding the stored weight (behind a DEQUANTIZE when float16);
+    activation_type is the op's input type: FLOAT32 for float and dynamic-range ops, INT8 for
+    full-integer ones."""
+
+    op_index: int
+    op: str
+    output: str
+    weight_tensor: int
+    weight_type: str
+    weight_bytes: int
+    float32_bytes: int
+    bias_tensor: int
+    bias_type: str | None
+    bias_bytes: int
+    activation_type: str
+
+    @property
+    def quantised(self) -> bool:
+        return self.weight_type != "FLOAT32"
+
+    @property
+    def float_cost_bytes(self) -> int:
+        """How many bytes the file grows by when this weight is stored as float32."""
+        return self.float32_bytes - self.weight_bytes
+
+
+def weight_ops(model, subgraph: int = 0) -> list[WeightOp]:
+    """Every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op with its stored weight's type and size."""
+    sg = model.subgraphs[subgraph]
+    producers = _producers(model, subgraph)
+    result = []
+    for index, op in enumerate(sg.operators):
+        name = op_name(model, index, subgraph)
+        if name not in WEIGHTED_OPS:
+            continue
+        weight = _stored(model, int(op.inputs[1]), producers, subgraph)
+        bias = _stored(model, int(op.inputs[2]), producers, subgraph) if len(op.inputs) > 2 and int(op.inputs[2]) >= 0 else -1
+        weight_tensor = sg.tensors[weight]
+        result.append(WeightOp(
+            op_index=index, op=name, output=tensor_name(model, int(op.outputs[0]), subgraph),
+            weight_tensor=weight, weight_type=_type_name(weight_tensor),
+            weight_bytes=len(_buffer_bytes(model, weight_tensor)),
+            float32_bytes=4 * int(np.prod(weight_tensor.shape)),
+            bias_tensor=bias, bias_type=_type_name(sg.tensors[bias]) if bias >= 0 else None,
+            bias_bytes=len(_buffer_bytes(model, sg.tensors[bias])) if bias >= 0 else 0,
+            activation_type=_activation_type(model, index, subgraph),
+        ))
+    return result
+
+
+def _stored(model, tensor_index: int, producers: dict[int, int], subgraph: int) -> int:
+    """The constant behind a DEQUANTIZE output, else the tensor itself."""
+    op = producers.get(tensor_index)
+    if op is not None and op_name(model, op, subgraph) == "DEQUANTIZE":
+        return int(model.subgraphs[subgraph].operators[op].inputs[0])
+    return tensor_index
+
+
+# ---------------------------------------------------------------- full-integer models
+
+
+def keep_op_float(model, op_index: int, weight=None, bias=None, subgraph: int = 0) -> int:
+    """Run one full-integer CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED op in float32:
+    DEQUANTIZE(int8 input) -> op with float32 weight and bias -> QUANTIZE to the original int8 output.
+
+    weight/bias are effective float values (OIHW / (out, in)); by default the stored int8 ones,
+    dequantised. The neighbours keep their scales, so the rest of the model is unchanged. Inserts two
+    ops: returns the op's new index (op_index + 1; later ops shift by 2)."""
+    schema = _schema()
+    sg = model.subgraphs[subgraph]
+    name = op_name(model, op_index, subgraph)
+    if name not in WEIGHTED_OPS:
+        raise ValueError(f"op {op_index} is {name}, not one of {WEIGHTED_OPS}")
+    if _activation_type(model, op_index, subgraph) == "FLOAT32":
+        raise ValueError(f"op {op_index} ({name}) already runs in float: use set_layer_parameters")
+    op = sg.operators[op_index]
+    stored_weight, stored_bias = layer_parameters(model, op_index, subgraph)
+    weight = stored_weight if weight is None else np.asarray(weight, np.float32)
+    bias = stored_bias if bias is None else np.asarray(bias, np.float32).reshape(-1)
+    source, target = int(op.inputs[0]), int(op.outputs[0])
+    float_in = _float_twin(model, source, subgraph, "dequantized")
+    float_out = _float_twin(model, target, subgraph, "float")
+    op.inputs[0], op.outputs[0] = float_in, float_out
+    set_op_input_float(model, op_index, 1, to_tflite_layout(name, weight), subgraph)
+    if bias is not None:
+        set_op_input_float(model, op_index, 2, bias, subgraph)
+    dequantize = _new_op(model, schema.BuiltinOperator.DEQUANTIZE, 2, [source], [float_in])
+    quantize = _new_op(model, schema.BuiltinOperator.QUANTIZE, 1, [float_out], [target])
+    sg.operators[op_index:op_index + 1] = [dequantize, op, quantize]
+    return op_index + 1
+
+
+def _float_twin(model, tensor_index: int, subgraph: int, suffix: str) -> int:
+    """A new float32 activation tensor shaped like `tensor_index`."""
+    schema = _schema()
+    like = model.subgraphs[subgraph].tensors[tensor_index]
+    tensor = schema.TensorT()
+    tensor.name = f"{_text(like.name)}/{suffix}".encode()
+    tensor.shape = np.array(like.shape, dtype=np.int32)
+    tensor.shapeSignature = None if like.shapeSignature is None else np.array(like.shapeSignature, dtype=np.int32)
+    tensor.type = schema.TensorType.FLOAT32
+    tensor.buffer = _append_buffer(model, None)
+    model.subgraphs[subgraph].tensors.append(tensor)
+    return len(model.subgraphs[subgraph].tensors) - 1
+
+
+def _new_op(model, builtin: int, version: int, inputs: Sequence[int], outputs: Sequence[int]):
+    schema = _schema()
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode_index(model, builtin, version)
+    op.inputs = np.asarray(inputs, dtype=np.int32)
+    op.outputs = np.asarray(outputs, dtype=np.int32)
+    return op
+
+
+def _opcode_index(model, builtin: int, version: int) -> int:
+    from tensorflow.lite.python import schema_util
+
+    for index, code in enumerate(model.operatorCodes):
+        if schema_util.get_builtin_code_from_operator_code(code) == builtin:
+            code.version = max(code.version, version)
+            return index
+    code = _schema().OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)  # 127: PLACEHOLDER_FOR_GREATER_OP_CODES
+    code.version = version
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def convert_with_float_layers(model_or_path, representative_data: np.ndarray,
+                              float_layer_names: Iterable[str]) -> bytes:
+    """Full-integer TFLite conversion that leaves the named layers in float.
+
+    model_or_path: a Keras model, a .keras/.h5 file or a SavedModel directory. float_layer_names: output
+    tensor names of the ops to keep float, as the float/int8 TFLite models name them (TFLite Origins).
+    Uses TensorFlow's QuantizationDebugger (denylisted_nodes): calibrate once, then quantise everything
+    but those ops, with DEQUANTIZE/QUANTIZE at their borders. Input and output stay float32."""
+    import tensorflow as tf
+
+    converter = _float_converter(model_or_path)
+    batch = np.asarray(representative_data, dtype=np.float32)
+
+    def dataset() -> Iterable[list[np.ndarray]]:
+        for image in batch:
+            yield [image[np.newaxis]]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = dataset
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_layer_names))
+    with _quiet():
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset, debug_options=options)
+        return bytes(debugger.get_nondebug_quantized_model())
+
+
+def _float_converter(model_or_path):
+    from ..runners.tf_runner import load_keras_model, quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    if isinstance(model_or_path, (str, Path)):
+        path = Path(model_or_path)
+        if path.is_dir():
+            return tf.lite.TFLiteConverter.from_saved_model(str(path))
+        model_or_path = load_keras_model(path)
+    with _quiet():
+        return tf.lite.TFLiteConverter.from_keras_model(model_or_path)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide the converter's prints, Python warnings and native calibrator chatter."""
+    from ..quiet import native_stderr_silenced
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), native_stderr_silenced():
+        warnings.simplefilter("ignore")
+        yield
