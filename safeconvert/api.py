@@ -23,7 +23,7 @@ def convert(source: PathLike, output: PathLike, to: str | None = None, calib: Pa
             force: bool = False, allow_unverified: bool = False, report: PathLike | None = None,
             opset: int | None = None, tflite_optimize: bool = False, tflite_float16: bool = False,
             tflite_int8: bool = False, input_shape: tuple[int, ...] | None = None,
-            trust_model_code: bool = False) -> Report:
+            trust_model_code: bool = False, repair: bool = True) -> Report:
     """Convert `source` to `output` (format from `to` or the suffix), verify, write only if verified."""
     from .pipeline import ConvertRequest
     from .uptodate import convert_if_needed
@@ -37,7 +37,7 @@ def convert(source: PathLike, output: PathLike, to: str | None = None, calib: Pa
         input_shape=tuple(input_shape) if input_shape else None,
     )
     request = ConvertRequest(Path(source), Path(output), to, _path(calib), preprocess, Thresholds(max_mismatch, rtol),
-                             options, force, allow_unverified, _path(report), trust_model_code)
+                             options, force, allow_unverified, _path(report), trust_model_code, repair=repair)
     return convert_if_needed(request).report
 
 

@@ -31,6 +31,9 @@ ReportOption = typer.Option(None, "--report", help="Write the JSON report here."
 MaxMismatchOption = typer.Option(0, "--max-mismatch", min=0, help="Top-1 label changes allowed for a verified verdict.")
 RtolOption = typer.Option(1e-3, "--rtol", min=0.0, help="Allowed max |diff| as a fraction of the source's output range.")
 InputShapeOption = typer.Option(None, "--input-shape", help="Input shape for models that record none, e.g. 1,3,224,224.")
+KeepQuantisationOption = typer.Option(
+    False, "--keep-quantisation", help="The quantisation is wanted: when it breaks the verdict, keep the fewest layers "
+    "in float instead of undoing it.")
 TrustOption = typer.Option(False, "--trust-model-code", help="Load models that run code from the file when loaded "
                            "(TorchScript .pt, .pt2 archives that fail the static audit). Only for files you trust.")
 
@@ -65,6 +68,8 @@ def convert(
     tflite_int8: bool = typer.Option(False, "--tflite-int8", help="TFLite converter: full-integer int8, calibrated on --calib."),
     input_shape: Optional[str] = InputShapeOption,
     trust_model_code: bool = TrustOption,
+    no_repair: bool = typer.Option(False, "--no-repair", help="Only validate: do not localize and repair a disagreeing conversion."),
+    keep_quantisation: bool = KeepQuantisationOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -80,9 +85,10 @@ def convert(
         tflite_supported_types=["float16"] if tflite_float16 else [],
         tflite_int8=tflite_int8,
         input_shape=parse_shape(input_shape),
+        keep_quantisation=keep_quantisation,
     )
     request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol), options,
-                             force, allow_unverified, report, trust_model_code)
+                             force, allow_unverified, report, trust_model_code, repair=not no_repair)
     with json_errors(as_json):
         outcome = convert_if_needed(request)
     show_outcome(outcome, quiet, as_json)
@@ -110,6 +116,64 @@ def check(
     with json_errors(as_json):
         outcome = run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
                                          report, trust_model_code))
+    show_outcome(outcome, quiet, as_json)
+    raise typer.Exit(outcome.report.exit_code)
+
+
+@app.command()
+def localize(
+    source: Path = typer.Argument(..., help="The original model."),
+    target: Path = typer.Argument(..., help="Its conversion."),
+    calib: Optional[Path] = CalibOption,
+    preprocess: Optional[str] = PreprocessOption,
+    report: Optional[Path] = ReportOption,
+    max_mismatch: int = MaxMismatchOption,
+    rtol: float = RtolOption,
+    input_shape: Optional[str] = InputShapeOption,
+    trust_model_code: bool = TrustOption,
+    keep_quantisation: bool = KeepQuantisationOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Validate TARGET against SOURCE and, when they disagree, say where and why (findings only; exit 0 verified, 1 not)."""
+    from .pipeline import RepairRequest, run_localize
+    from .validators.verdict import Thresholds
+
+    request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
+                            report, trust_model_code, keep_quantisation=keep_quantisation)
+    with json_errors(as_json):
+        outcome = run_localize(request)
+    show_outcome(outcome, quiet, as_json)
+    raise typer.Exit(outcome.report.exit_code)
+
+
+@app.command()
+def repair(
+    source: Path = typer.Argument(..., help="The original model."),
+    target: Path = typer.Argument(..., help="Its faulty conversion (ONNX, TFLite or TorchScript)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the repaired, verified model (TARGET's format)."),
+    calib: Optional[Path] = CalibOption,
+    preprocess: Optional[str] = PreprocessOption,
+    report: Optional[Path] = ReportOption,
+    max_mismatch: int = MaxMismatchOption,
+    rtol: float = RtolOption,
+    input_shape: Optional[str] = InputShapeOption,
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+    allow_unverified: bool = typer.Option(False, "--allow-unverified", help="Write OUT even when the repair does not verify."),
+    trust_model_code: bool = TrustOption,
+    keep_quantisation: bool = KeepQuantisationOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Localize and repair an existing conversion TARGET; write OUT only once it is verified against SOURCE."""
+    from .pipeline import RepairRequest, run_repair
+    from .validators.verdict import Thresholds
+
+    request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
+                            report, trust_model_code, output=output, force=force, allow_unverified=allow_unverified,
+                            keep_quantisation=keep_quantisation)
+    with json_errors(as_json):
+        outcome = run_repair(request)
     show_outcome(outcome, quiet, as_json)
     raise typer.Exit(outcome.report.exit_code)
 

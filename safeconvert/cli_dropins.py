@@ -27,6 +27,7 @@ from .cli_output import JsonOption, QuietOption, json_errors, show_outcome
 from .errors import BadInputError
 
 ForceOption = typer.Option(False, "--force", help="Overwrite OUT if it exists.")
+NoRepairOption = typer.Option(False, "--no-repair", help="Only validate: do not localize and repair a disagreeing conversion.")
 AllowUnverifiedOption = typer.Option(False, "--allow-unverified", help="Write OUT even when not verified (exit code stays 1).")
 
 _SAVEDMODEL_SIGNATURE = "safeconvert validates the SavedModel's serving_default signature, the one tf2onnx converts by default"
@@ -88,6 +89,7 @@ def tf2onnx_command(
     rtol: float = RtolOption,
     force: bool = ForceOption,
     allow_unverified: bool = AllowUnverifiedOption,
+    no_repair: bool = NoRepairOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -107,7 +109,7 @@ def tf2onnx_command(
         check_flags(flags, src_format)
         options = ConversionOptions(opset=opset, tf2onnx_cli=flags)
         _run(source, output, Format.ONNX.value, options, calib, preprocess, report, max_mismatch, rtol, force,
-             allow_unverified, quiet, as_json)
+             allow_unverified, not no_repair, quiet, as_json)
 
 
 def onnx2torch_command(
@@ -121,6 +123,7 @@ def onnx2torch_command(
     force: bool = ForceOption,
     allow_unverified: bool = AllowUnverifiedOption,
     input_shape: Optional[str] = InputShapeOption,
+    no_repair: bool = NoRepairOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -134,18 +137,18 @@ def onnx2torch_command(
             raise BadInputError(f"onnx2torch converts ONNX models; {source} is {found.value}")
         options = ConversionOptions(input_shape=parse_shape(input_shape))
         _run(source, output, Format.TORCHSCRIPT.value, options, calib, preprocess, report, max_mismatch, rtol, force,
-             allow_unverified, quiet, as_json)
+             allow_unverified, not no_repair, quiet, as_json)
 
 
 def _run(source: Path, output: Path, to: str, options, calib, preprocess, report, max_mismatch: int, rtol: float,
-         force: bool, allow_unverified: bool, quiet: bool, as_json: bool) -> None:
+         force: bool, allow_unverified: bool, repair: bool, quiet: bool, as_json: bool) -> None:
     """The same convert run as `safeconvert convert` (idempotent, atomic), then its exit code."""
     from .pipeline import ConvertRequest
     from .uptodate import convert_if_needed
     from .validators.verdict import Thresholds
 
     request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol), options, force,
-                             allow_unverified, report)
+                             allow_unverified, report, repair=repair)
     outcome = convert_if_needed(request)
     show_outcome(outcome, quiet, as_json)
     raise typer.Exit(outcome.report.exit_code)

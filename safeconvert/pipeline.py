@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from .atomic import check_output_path, move_into_place, scratch_dir
-from .errors import EXIT_NOT_VERIFIED, EXIT_VERIFIED, ConverterFailedError, SafeConvertError, one_line
+from .errors import EXIT_NOT_VERIFIED, EXIT_VERIFIED, BadInputError, ConverterFailedError, SafeConvertError, one_line
 from .formats import Format, detect_format, format_for_output
 from .report import Hop, Report
 from .routes import plan_route
@@ -123,28 +123,154 @@ def run_convert(request: ConvertRequest) -> Outcome:
 
 def run_check(request: CheckRequest) -> Outcome:
     """Validate an existing conversion: nothing is converted or written (except the report)."""
-    report = Report(command="check", source={"path": str(request.source)}, target={"path": str(request.target)},
-                    thresholds=vars(request.thresholds))
-    clock = Stopwatch(report.timings)
+    report = _existing_report("check", request)
     outcome = Outcome(report)
     with _reported(report, request.report_path):
-        with clock.stage("plan"):
-            src_format, dst_format = detect_format(Path(request.source)), detect_format(Path(request.target))
-            check_trusted(Path(request.source), src_format, request.trust_model_code)
-            check_trusted(Path(request.target), dst_format, request.trust_model_code)
-            preset = check_preset(request.preprocess or default_preset(src_format))
-            calib = load_calibration(request.calib)
-        report.source["format"], report.target["format"] = src_format.value, dst_format.value
-        with clock.stage("load_source"):
-            source_runner = load_runner(Path(request.source), src_format, request.input_shape)
-        with clock.stage("load_target"):
-            target_runner = load_runner(Path(request.target), dst_format, request.input_shape)
-        report.source["input"], report.target["input"] = source_runner.spec.to_dict(), target_runner.spec.to_dict()
-        report.calibration = _describe_calibration(calib, preset)
-        with clock.stage("validate"):
-            outcome.validation = validate(source_runner, target_runner, calib, preset, request.thresholds)
-        _record_validation(report, outcome.validation)
+        _validate_existing(request, outcome, Stopwatch(report.timings))
     return outcome
+
+
+@dataclass
+class RepairRequest(CheckRequest):
+    """`safeconvert repair SRC TARGET -o OUT` (and `localize`, which writes nothing)."""
+
+    output: Path | None = None
+    force: bool = False
+    allow_unverified: bool = False
+    keep_quantisation: bool = False
+
+
+def run_localize(request: RepairRequest) -> Outcome:
+    """Validate an existing conversion and, when it disagrees, localize the faults (no repair)."""
+    from .localize.engine import localize
+
+    report = _existing_report("localize", request)
+    outcome = Outcome(report)
+    clock = Stopwatch(report.timings)
+    with _reported(report, request.report_path):
+        existing = _validate_existing(request, outcome, clock)
+        if not report.verified:
+            with scratch_dir(Path(request.target)) as work, clock.stage("localize"):
+                onnx = _editable_onnx(existing, work)
+                loc = localize(_existing_input(existing, outcome.validation, onnx, request))
+            report.findings = [f.to_dict() for f in loc.findings]
+            report.divergence = loc.divergence.to_dict() if loc.divergence else None
+            report.localization_notes = loc.notes
+            for name, seconds in loc.seconds.items():
+                report.timings[f"localize:{name}"] = round(seconds, 4)
+    return outcome
+
+
+def run_repair(request: RepairRequest) -> Outcome:
+    """Repair an existing faulty conversion; write OUT (in TARGET's format) only once verified."""
+    from .repair.loop import RepairSession, repair_until_verified
+
+    output = Path(request.output)
+    report = _existing_report("repair", request)
+    report.target["output"] = str(output)
+    outcome = Outcome(report)
+    clock = Stopwatch(report.timings)
+    with _reported(report, request.report_path):
+        check_output_path(output, request.force)
+        existing = _validate_existing(request, outcome, clock)
+        if format_for_output(output, existing.target_format.value) is not existing.target_format:
+            raise BadInputError(f"the repaired model keeps TARGET's format ({existing.target_format.value}): "
+                                f"name OUT accordingly")
+        with scratch_dir(output) as work:
+            final = Path(request.target)
+            if not report.verified:
+                report.metrics_before_repair = report.metrics
+                session = RepairSession(
+                    target=final, target_format=existing.target_format, onnx_intermediate=_editable_onnx(existing, work),
+                    work=work, validate=lambda path: validate(existing.source_runner, load_runner(path, existing.target_format),
+                                                              existing.calib, existing.preset, request.thresholds),
+                    make_input=lambda target, onnx, current: _existing_input(existing, current, onnx, request, target),
+                    to_target=_to_torchscript,
+                )
+                with clock.stage("localize_and_repair"):
+                    result = repair_until_verified(session, outcome.validation)
+                _record_repairs(report, result)
+                _record_validation(report, result.validation)
+                final, outcome.validation = result.target, result.validation
+            if report.verified or request.allow_unverified:
+                with clock.stage("write"):
+                    _place_copy(final, output, work)
+                report.output = str(output)
+    return outcome
+
+
+@dataclass
+class Existing:
+    """An existing source/target pair, loaded for validation."""
+
+    source: Path
+    source_format: Format
+    target: Path
+    target_format: Format
+    source_runner: Runner
+    calib: CalibrationSet
+    preset: str
+
+
+def _existing_report(command: str, request: CheckRequest) -> Report:
+    return Report(command=command, source={"path": str(request.source)}, target={"path": str(request.target)},
+                  thresholds=vars(request.thresholds))
+
+
+def _validate_existing(request: CheckRequest, outcome: Outcome, clock: Stopwatch) -> Existing:
+    report = outcome.report
+    with clock.stage("plan"):
+        src_format, dst_format = detect_format(Path(request.source)), detect_format(Path(request.target))
+        check_trusted(Path(request.source), src_format, request.trust_model_code)
+        check_trusted(Path(request.target), dst_format, request.trust_model_code)
+        preset = check_preset(request.preprocess or default_preset(src_format))
+        calib = load_calibration(request.calib)
+    report.source["format"], report.target["format"] = src_format.value, dst_format.value
+    with clock.stage("load_source"):
+        source_runner = load_runner(Path(request.source), src_format, request.input_shape)
+    with clock.stage("load_target"):
+        target_runner = load_runner(Path(request.target), dst_format, request.input_shape)
+    report.source["input"], report.target["input"] = source_runner.spec.to_dict(), target_runner.spec.to_dict()
+    report.calibration = _describe_calibration(calib, preset)
+    with clock.stage("validate"):
+        outcome.validation = validate(source_runner, target_runner, calib, preset, request.thresholds)
+    _record_validation(report, outcome.validation)
+    return Existing(Path(request.source), src_format, Path(request.target), dst_format, source_runner, calib, preset)
+
+
+def _existing_input(existing: Existing, validation: Validation, onnx: Path | None, request: RepairRequest,
+                    target: Path | None = None):
+    from .localize.context import LocalizationInput
+
+    return LocalizationInput(existing.source, existing.source_format, target or existing.target, existing.target_format,
+                             existing.calib, preprocessing_for(existing.source_runner, existing.preset), validation,
+                             target_ir_path=onnx, quantisation_requested=request.keep_quantisation)
+
+
+def _editable_onnx(existing: Existing, work: Path) -> Path | None:
+    """TorchScript targets are localized and repaired through an ONNX export of themselves."""
+    if existing.target_format is not Format.TORCHSCRIPT:
+        return None
+    from .repair.torch_roundtrip import torchscript_to_onnx
+
+    return torchscript_to_onnx(existing.target, work / "target-as.onnx")
+
+
+def _to_torchscript(onnx: Path, out: Path) -> None:
+    from .repair.torch_roundtrip import onnx_to_torchscript
+
+    onnx_to_torchscript(onnx, out)
+
+
+def _place_copy(built: Path, output: Path, work: Path) -> None:
+    """Copy (the unrepaired target is the user's file) or move a scratch file into place atomically."""
+    import shutil
+
+    if not str(built).startswith(str(work)):
+        staged = work / f"staged{built.suffix}"
+        shutil.copytree(built, staged) if built.is_dir() else shutil.copyfile(built, staged)
+        built = staged
+    move_into_place(built, output)
 
 
 @contextmanager

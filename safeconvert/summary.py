@@ -30,14 +30,21 @@ def print_summary(report: Report, console: Console | None = None) -> None:
     for hop in report.route:
         for option in hop.numeric_options:
             console.print(f"[yellow]note:[/yellow] {hop.converter} ran with {option}")
+    if report.metrics_before_repair:
+        console.print("before repair:")
+        console.print(metrics_table(report, report.metrics_before_repair))
+    _print_findings(report, console)
+    _print_repairs(report, console)
     if report.metrics:
+        if report.metrics_before_repair:
+            console.print("after repair:")
         console.print(metrics_table(report))
         _print_disagreements(report, console)
     _print_verdict(report, console)
 
 
-def metrics_table(report: Report) -> Table:
-    m = report.metrics or {}
+def metrics_table(report: Report, metrics: dict | None = None) -> Table:
+    m = metrics or report.metrics or {}
     table = Table(show_header=True, header_style="bold")
     for column in ("images", "top-1 agree", "top-5 agree", "max |diff|", "mean |diff|", "cosine"):
         table.add_column(column, justify="right")
@@ -50,6 +57,32 @@ def metrics_table(report: Report) -> Table:
         f"{m['cosine_similarity']:.6f}",
     )
     return table
+
+
+def _print_findings(report: Report, console: Console, limit: int = 12) -> None:
+    if not report.findings:
+        return
+    table = Table("#", "category", "finding", "target layer", show_header=True, header_style="bold")
+    for index, finding in enumerate(report.findings[:limit], start=1):
+        table.add_row(str(index), f"{finding['category']} ({finding['title']})", finding["summary"],
+                      str(finding.get("target_layer") or "-"))
+    console.print(f"findings ({len(report.findings)}, most likely cause first):")
+    console.print(table)
+    if report.divergence and report.divergence.get("first_divergent") is not None:
+        first = report.divergence["layers"][report.divergence["first_divergent"]]
+        console.print(f"activations first diverge at {first['kind']} {first['target_layer']} "
+                      f"(relative error {first['error']:.3g})")
+    for note in report.localization_notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _print_repairs(report: Report, console: Console) -> None:
+    for record in report.repairs:
+        change = ""
+        if record.get("mismatches_after") is not None:
+            change = f" (label changes {record['mismatches_before']} -> {record['mismatches_after']})"
+        colour = {"applied": "green", "rolled back": "yellow"}.get(record["status"], "red")
+        console.print(f"[{colour}]{record['status']}[/{colour}] {record['category']}: {record['detail'] or record['finding']}{change}")
 
 
 def _print_disagreements(report: Report, console: Console, limit: int = 10) -> None:

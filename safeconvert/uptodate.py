@@ -87,6 +87,7 @@ def fingerprint(request: ConvertRequest) -> dict[str, str]:
         "calibration": _calibration_identity(request.calib),
         "preprocess": request.preprocess,
         "thresholds": dataclasses.asdict(request.thresholds),
+        "repair": getattr(request, "repair", None),
         "safeconvert_version": __version__,
     }
     encoded = json.dumps(settings, sort_keys=True, default=str).encode()

@@ -41,14 +41,38 @@ def _node_name(node) -> str:
 
 # --- pads ----------------------------------------------------------------------------------------------
 
+def _pad_op_pads(graph: OnnxGraph, node) -> list[int] | None:
+    """A constant-mode Pad node's pads (begins then ends), None when computed or another mode."""
+    if node.op_type != "Pad" or graph.attr(node, "mode", "constant") != "constant":
+        return None
+    if graph.opset() < 11:
+        return list(graph.attr(node, "pads", []))
+    value = graph.constant(node.input[1]) if len(node.input) > 1 else None
+    return None if value is None else [int(v) for v in value]
+
+
+def _any_pads(graph: OnnxGraph, node) -> list[int]:
+    return (_pad_op_pads(graph, node) or []) if node.op_type == "Pad" else (_pads(node) if _explicit(node) else [])
+
+
+def _set_pads(graph: OnnxGraph, node, pads: list[int]) -> None:
+    if node.op_type != "Pad":
+        graph.set_attr(node, "pads", pads)
+    elif graph.opset() < 11:
+        graph.set_attr(node, "pads", pads)
+    else:
+        graph.set_input_constant(node, 1, np.array(pads, dtype=np.int64))
+
+
 def pads_dropped_sites(graph: OnnxGraph) -> list[str]:
-    return [_node_name(n) for n in graph.nodes("Conv", *POOLS) if _explicit(n) and any(_pads(n))]
+    """Convs, pools and constant Pad ops with some padding (the dispatcher keeps those where the model runs)."""
+    return [_node_name(n) for n in graph.nodes("Conv", "Pad", *POOLS) if any(_any_pads(graph, n))]
 
 
 def apply_pads_dropped(graph: OnnxGraph, site: str, params: dict) -> Change:
     node = site_node(graph, site, pads_dropped_sites)
-    old = _pads(node)
-    graph.set_attr(node, "pads", [0] * len(old))
+    old = _any_pads(graph, node)
+    _set_pads(graph, node, [0] * len(old))
     return Change(f"{node.op_type} {site}: pads {old} dropped", {"old_pads": old, "new_pads": [0] * len(old)})
 
 
@@ -58,17 +82,17 @@ def _symmetric(pads: list[int]) -> bool:
 
 
 def pads_shifted_sites(graph: OnnxGraph) -> list[str]:
-    return [_node_name(n) for n in graph.nodes("Conv") if _explicit(n) and _symmetric(_pads(n))]
+    return [_node_name(n) for n in graph.nodes("Conv", "Pad") if _symmetric(_any_pads(graph, n))]
 
 
 def apply_pads_shifted(graph: OnnxGraph, site: str, params: dict) -> Change:
     """All padding moved to the end of each axis: the output keeps its size and shifts by the begin pad."""
     node = site_node(graph, site, pads_shifted_sites)
-    old = _pads(node)
+    old = _any_pads(graph, node)
     half = len(old) // 2
     new = [0] * half + [old[i] + old[i + half] for i in range(half)]
-    graph.set_attr(node, "pads", new)
-    return Change(f"Conv {site}: pads {old} -> {new} (padding moved to bottom/right)", {"old_pads": old, "new_pads": new})
+    _set_pads(graph, node, new)
+    return Change(f"{node.op_type} {site}: pads {old} -> {new} (padding moved to bottom/right)", {"old_pads": old, "new_pads": new})
 
 
 # --- stride and dilation -------------------------------------------------------------------------------

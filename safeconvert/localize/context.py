@@ -47,21 +47,38 @@ class IrPair:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+# The source's IR (and its compiled tap runner, built on first use) by file identity: repair rounds and
+# several targets of one source import, normalise and compile the source once.
+_SOURCE_IR: dict[tuple, Any] = {}
+
+
+def source_ir(source: Path, source_format: Format):
+    from ..ir import load_ir
+    from ..validators.validate import file_identity
+
+    key = (file_identity(source), source_format)
+    if key not in _SOURCE_IR:
+        if len(_SOURCE_IR) >= 2:
+            _SOURCE_IR.pop(next(iter(_SOURCE_IR)))
+        _SOURCE_IR[key] = load_ir(source, source_format)
+    return _SOURCE_IR[key]
+
+
 def build_ir_pair(source: Path, source_format: Format, target: Path, target_format: Format) -> IrPair:
     """Import both sides into Relax and align their layers."""
     from ..ir import align_layers, load_ir
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    source_ir = load_ir(source, source_format)
+    source_ir_model = source_ir(source, source_format)
     seconds["import_source"] = time.perf_counter() - started
     started = time.perf_counter()
     target_ir = load_ir(target, target_format)
     seconds["import_target"] = time.perf_counter() - started
     started = time.perf_counter()
-    alignment = align_layers(source_ir.layers, target_ir.layers)
+    alignment = align_layers(source_ir_model.layers, target_ir.layers)
     seconds["align"] = time.perf_counter() - started
-    return IrPair(source_ir, target_ir, alignment, seconds)
+    return IrPair(source_ir_model, target_ir, alignment, seconds)
 
 
 def divergence_indices(validation: Validation, names: list[str], limit: int = DIVERGENCE_IMAGES) -> list[int]:

@@ -49,10 +49,17 @@ def localize(inp: LocalizationInput, ir_pair: IrPair | None = None, use_ir: bool
     batch = _canonical_batch(inp, images)
     with clock.stage("input"):
         result.findings += _input_stage(inp, batch, images)
-    if use_ir and not any(f.category in (Category.PP, Category.ID) for f in result.findings):
+    if use_ir and not any(_cheap_fix(f) for f in result.findings):
         _structural_stages(inp, result, clock, batch, images, ir_pair)
     result.findings = rank(result.findings, result.divergence)
     return result
+
+
+def _cheap_fix(finding: Finding) -> bool:
+    """Findings that explain the whole disagreement and are repaired without the structural stages: an
+    input read differently, or a converter option to drop. The loop localizes again if they do not verify."""
+    return finding.category in (Category.PP, Category.ID) or (
+        finding.repair is not None and finding.repair.action == "rerun_converter")
 
 
 def _input_stage(inp: LocalizationInput, batch: np.ndarray, images: list[int]) -> list[Finding]:

@@ -7,7 +7,9 @@ an (in, out) weight and a separate Add, or a Conv followed by tf2onnx's Mul + Ad
 that translation one concern at a time.
 
 Every function edits `model` in place (copy it first to keep the original) and ends with
-onnx.checker, so a bad edit fails where it is made, not later in ONNX Runtime. Only the main graph is
+onnx.checker, so a bad edit fails where it is made, not later in ONNX Runtime. Arguments are checked
+before anything changes where possible (names, shapes, attribute mappings); an edit that still fails
+midway may leave the model partly changed. Only the main graph is
 edited; subgraphs (If/Loop bodies) are left alone but their references are respected when pruning.
 Nodes are addressed by name, or by their first output when unnamed (what `Origin.name` holds).
 A constant shared with another node is never changed behind that node's back: the edited node gets
@@ -16,7 +18,7 @@ its own copy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,8 +237,9 @@ def set_input_constant(model, node_name: str, input_index: int, array) -> str:
     """Give input `input_index` of one node the constant `array`; returns the tensor name it now reads.
 
     A constant only this node reads is rewritten in place (see `set_constant`); one shared with other
-    nodes, or an absent optional input, gets a new initializer so the others are untouched. The element
-    type is the one the node saw before (float32 through a quantised or float16 chain)."""
+    nodes, an absent optional input or a computed tensor is replaced by a new initializer for this node
+    only. The element type is the one the node saw before (float32 through a quantised or float16
+    chain), else float32 for float arrays."""
     from onnx import numpy_helper
 
     node = find_node(model, node_name)
@@ -454,126 +457,149 @@ def _pads(padding) -> list[int]:
     return values
 
 
-_RESIZE_METHODS = {"nearest_neighbor": "nearest", "nearest": "nearest", "linear": "linear", "bilinear": "linear", "cubic": "cubic", "bicubic": "cubic"}
+_RESIZE_METHODS = {"nearest_neighbor": "nearest", "nearest": "nearest", "linear": "linear", "bilinear": "linear",
+                   "cubic": "cubic", "bicubic": "cubic"}
+_LIST_ATTRS = {"strides": "strides", "dilation": "dilations", "dilations": "dilations", "pool_size": "kernel_shape",
+               "kernel_size": "kernel_shape", "kernel_shape": "kernel_shape"}
+_FLAG_ATTRS = {"ceil_mode": "ceil_mode", "count_include_pad": "count_include_pad", "keepdims": "keepdims",
+               "exclude_outside": "exclude_outside", "cubic_exclude": "exclude_outside"}
+_FLOAT_ATTRS = {"epsilon": "epsilon", "alpha": "alpha", "beta": "beta", "extrapolation_value": "extrapolation_value",
+                "cubic_alpha": "cubic_coeff_a", "cubic_coeff_a": "cubic_coeff_a"}
+_STRING_ATTRS = {"coordinate_transformation_mode": "coordinate_transformation_mode",
+                 "rounding_method": "nearest_mode", "nearest_mode": "nearest_mode"}
 
 
-def set_attributes(model, node_name: str, ir_attrs: Mapping[str, Any]) -> list[str]:
+@dataclass
+class _Edit:
+    """One planned change: what it becomes in ONNX, whether that is an attribute (checked against the
+    op's schema before anything changes), and how to apply it."""
+
+    target: str
+    is_attribute: bool
+    apply: Callable[[], None]
+
+
+def set_attributes(model, node_name: str, ir_attrs: Mapping[str, Any], strict: bool = True) -> list[str]:
     """Set canonical attributes (safeconvert.ir names) on an ONNX node; returns what was changed.
 
-    padding -> pads (auto_pad reset to NOTSET), strides, dilation -> dilations, groups -> group,
-    pool_size/kernel_size -> kernel_shape, ceil_mode, count_include_pad, epsilon, min/max (Clip inputs
-    since opset 11, attributes before), axis (an int, or ReduceMean's axes), axes (Transpose perm),
-    keepdims, pad_width / pad_value / pad_mode (Pad), method / coordinate_transformation_mode /
-    rounding_method (Resize: mode / ... / nearest_mode). ONNX attribute names are accepted as they are.
-    Descriptive keys (in_channels, depthwise, ...) are ignored; anything else raises ValueError.
+    padding (top, left, bottom, right) -> pads (auto_pad reset to NOTSET), strides, dilation ->
+    dilations, groups -> group, pool_size/kernel_size -> kernel_shape, ceil_mode, count_include_pad,
+    epsilon, min/max (Clip inputs since opset 11, attributes before), axis (an int, or ReduceMean's
+    axes), axes (Transpose perm), keepdims, pad_width / pad_value / pad_mode (Pad), method /
+    coordinate_transformation_mode / rounding_method (Resize mode / ... / nearest_mode). ONNX names are
+    accepted as they are; descriptive keys (in_channels, depthwise...) are ignored.
+
+    Everything is checked before anything changes: a key with no mapping, or (strict) one the op's
+    schema does not have (count_include_pad on a MaxPool), raises ValueError; with strict=False the
+    latter are skipped.
     """
     node = find_node(model, node_name)
-    changed: list[str] = []
-    unknown = []
+    allowed = _schema_attributes(model, node)
+    edits: list[_Edit] = []
+    unknown: list[str] = []
     for key, value in ir_attrs.items():
         if key in _INFORMATIONAL:
             continue
-        handled = _set_one_attribute(model, node, key, value)
-        if handled is None:
-            unknown.append(key)
-        else:
-            changed.append(handled)
+        edit = _plan_attribute(model, node, key, value)
+        if edit is None or (edit.is_attribute and allowed is not None and edit.target not in allowed):
+            if edit is None or strict:
+                unknown.append(key)
+            continue
+        edits.append(edit)
     if unknown:
-        raise ValueError(f"{node.op_type} {node_name!r}: no ONNX mapping for {unknown}")
+        raise ValueError(f"{node.op_type} {node_name!r}: no ONNX attribute or input for {unknown}")
+    for edit in edits:
+        edit.apply()
     _forget_shapes(model)
     check(model)
-    return changed
+    return [edit.target for edit in edits]
 
 
-def _set_one_attribute(model, node, key: str, value) -> str | None:
-    """Apply one canonical attribute; the ONNX name it became, or None if it has no mapping."""
-    simple = {"strides": "strides", "dilation": "dilations", "dilations": "dilations", "pool_size": "kernel_shape",
-              "kernel_size": "kernel_shape", "kernel_shape": "kernel_shape"}
-    flags = {"ceil_mode", "count_include_pad", "keepdims", "exclude_outside", "cubic_exclude"}
-    strings = {"coordinate_transformation_mode": "coordinate_transformation_mode",
-               "rounding_method": "nearest_mode", "nearest_mode": "nearest_mode"}
-    if key in ("padding", "pads") and node.op_type != "Pad":
-        _set_attr(node, "pads", _pads(value) if key == "padding" else [int(v) for v in value])
-        if _attr(node, "auto_pad") not in (None, b"NOTSET", "NOTSET"):
-            _set_attr(node, "auto_pad", "NOTSET")
-        return "pads"
-    if key in simple:
-        values = [int(v) for v in (value if isinstance(value, (list, tuple)) else (value, value))]
-        _set_attr(node, simple[key], values)
-        return simple[key]
-    if key in ("groups", "group"):
-        _set_attr(node, "group", int(value))
-        return "group"
-    if key in flags:
-        name = "exclude_outside" if key == "cubic_exclude" else key
-        _set_attr(node, name, int(bool(value)))
-        return name
-    if key in ("epsilon", "alpha", "beta", "extrapolation_value", "cubic_alpha", "cubic_coeff_a"):
-        name = "cubic_coeff_a" if key == "cubic_alpha" else key
-        _set_attr(node, name, float(value))
-        return name
-    if key in ("min", "max") and node.op_type == "Clip":
-        return _set_clip_bound(model, node, key, float(value))
-    if key in ("axis", "axes"):
-        return _set_axis(model, node, key, value)
-    if key in ("method", "mode"):
-        mode = _RESIZE_METHODS.get(str(value), str(value)) if node.op_type == "Resize" else str(value)
-        _set_attr(node, "mode", mode)
-        return "mode"
-    if key in strings:
-        _set_attr(node, strings[key], str(value))
-        return strings[key]
+def _schema_attributes(model, node) -> set[str] | None:
+    """The attribute names the node's op schema defines (None for ops ONNX does not know)."""
+    from onnx import defs
+
+    try:
+        return set(defs.get_schema(node.op_type, _opset(model), node.domain).attributes)
+    except defs.SchemaError:
+        return None
+
+
+def _attribute(node, name: str, value) -> _Edit:
+    return _Edit(name, True, lambda: _set_attr(node, name, value))
+
+
+def _plan_attribute(model, node, key: str, value) -> _Edit | None:
+    """How one canonical attribute lands on this node, or None if it has no mapping."""
     if node.op_type == "Pad" and key in ("pad_width", "pads", "padding", "pad_value", "pad_mode"):
-        return _set_pad(model, node, key, value)
+        return _plan_pad(model, node, key, value)
+    if key in ("padding", "pads"):
+        return _plan_pads(node, _pads(value) if key == "padding" else [int(v) for v in value])
+    if key in _LIST_ATTRS:
+        return _attribute(node, _LIST_ATTRS[key], [int(v) for v in (value if isinstance(value, (list, tuple)) else (value, value))])
+    if key in ("groups", "group"):
+        return _attribute(node, "group", int(value))
+    if key in _FLAG_ATTRS:
+        return _attribute(node, _FLAG_ATTRS[key], int(bool(value)))
+    if key in _FLOAT_ATTRS:
+        return _attribute(node, _FLOAT_ATTRS[key], float(value))
+    if key in _STRING_ATTRS:
+        return _attribute(node, _STRING_ATTRS[key], str(value))
+    if key in ("method", "mode"):
+        return _attribute(node, "mode", _RESIZE_METHODS.get(str(value), str(value)) if node.op_type == "Resize" else str(value))
+    if key in ("min", "max") and node.op_type == "Clip":
+        return _plan_clip_bound(model, node, key, float(value))
+    if key in ("axis", "axes"):
+        return _plan_axis(model, node, value)
     return None
 
 
-def _set_clip_bound(model, node, key: str, value: float) -> str:
+def _plan_pads(node, pads: list[int]) -> _Edit:
+    def apply() -> None:
+        _set_attr(node, "pads", pads)
+        if _attr(node, "auto_pad") not in (None, b"NOTSET", "NOTSET"):
+            _set_attr(node, "auto_pad", "NOTSET")
+
+    return _Edit("pads", True, apply)
+
+
+def _plan_input(model, node, position: int, value: np.ndarray, target: str) -> _Edit:
+    return _Edit(target, False, lambda: set_input_constant(model, _node_key(node), position, value))
+
+
+def _plan_clip_bound(model, node, key: str, value: float) -> _Edit:
     if _opset(model) < 11:
-        _set_attr(node, key, value)
-        return key
+        return _attribute(node, key, value)
     position = 1 if key == "min" else 2
     current = node.input[position] if len(node.input) > position else ""
     dtype = constant_value(model, current).dtype if current and is_constant(model, current) else np.float32
-    if position == 2 and len(node.input) < 2:
-        node.input.append("")
-    set_input_constant(model, _node_key(node), position, np.asarray(value, dtype=dtype))
-    return f"input {key}"
+    return _plan_input(model, node, position, np.asarray(value, dtype=dtype), f"input {key}")
 
 
-def _set_axis(model, node, key: str, value) -> str:
+def _plan_axis(model, node, value) -> _Edit:
     if node.op_type == "Transpose":
-        _set_attr(node, "perm", [int(v) for v in value])
-        return "perm"
+        return _attribute(node, "perm", [int(v) for v in value])
     if node.op_type.startswith("Reduce"):
         axes = [int(v) for v in (value if isinstance(value, (list, tuple)) else (value,))]
         if _opset(model) >= 18 or (node.op_type == "ReduceSum" and _opset(model) >= 13):
-            set_input_constant(model, _node_key(node), 1, np.asarray(axes, dtype=np.int64))
-            return "input axes"
-        _set_attr(node, "axes", axes)
-        return "axes"
-    _set_attr(node, "axis", int(value))
-    return "axis"
+            return _plan_input(model, node, 1, np.asarray(axes, dtype=np.int64), "input axes")
+        return _attribute(node, "axes", axes)
+    return _attribute(node, "axis", int(value))
 
 
-def _set_pad(model, node, key: str, value) -> str:
+def _plan_pad(model, node, key: str, value) -> _Edit:
     """Pad node: relax pad_width [d0_before, d0_after, d1_before, ...] -> ONNX pads [befores..., afters...]."""
     if key == "pad_mode":
-        _set_attr(node, "mode", str(value))
-        return "mode"
+        return _attribute(node, "mode", str(value))
     if key == "pad_value":
         if _opset(model) < 11:
-            _set_attr(node, "value", float(value))
-            return "value"
-        set_input_constant(model, _node_key(node), 2, np.asarray(value, dtype=np.float32))
-        return "input constant_value"
+            return _attribute(node, "value", float(value))
+        return _plan_input(model, node, 2, np.asarray(value, dtype=np.float32), "input constant_value")
     width = [int(v) for v in value]
     pads = width[0::2] + width[1::2] if key == "pad_width" else width
     if _opset(model) < 11:
-        _set_attr(node, "pads", pads)
-        return "pads"
-    set_input_constant(model, _node_key(node), 1, np.asarray(pads, dtype=np.int64))
-    return "input pads"
+        return _attribute(node, "pads", pads)
+    return _plan_input(model, node, 1, np.asarray(pads, dtype=np.int64), "input pads")
 
 
 def zero_pad_node(model, pad_node: str) -> None:

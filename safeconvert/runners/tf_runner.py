@@ -11,6 +11,8 @@ from ..errors import BadInputError, one_line
 from ..formats import Format, InputSpec, guess_layout
 from .base import Runner
 
+KERAS_SUFFIXES = (".keras", ".h5")
+
 
 def quiet_tensorflow():
     """Import TensorFlow with its start-up chatter silenced (users read our output, not its logs)."""
@@ -33,6 +35,9 @@ def load_keras_model(path: Path):
 
     from ..safety.trust import explain_keras_refusal
 
+    if Path(path).suffix.lower() not in KERAS_SUFFIXES:  # Keras picks its reader by the name alone
+        raise BadInputError(f"{path.name}: a Keras model by its content, but Keras reads only files named "
+                            f"{' or '.join(KERAS_SUFFIXES)}; rename it")
     try:
         return keras.saving.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:

@@ -75,7 +75,7 @@ _SOURCE_CACHE_LIMIT = 8
 
 
 def source_outputs_cached(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> np.ndarray:
-    key = (_file_identity(runner.path), calib.source, tuple(calib.names), preprocessing)
+    key = (file_identity(runner.path), calib.source, tuple(calib.names), preprocessing)
     if key not in _SOURCE_OUTPUTS:
         if len(_SOURCE_OUTPUTS) >= _SOURCE_CACHE_LIMIT:
             _SOURCE_OUTPUTS.pop(next(iter(_SOURCE_OUTPUTS)))
@@ -83,7 +83,7 @@ def source_outputs_cached(runner: Runner, calib: CalibrationSet, preprocessing: 
     return _SOURCE_OUTPUTS[key]
 
 
-def _file_identity(path) -> tuple:
+def file_identity(path) -> tuple:
     """Path plus size and modification time of the file (or of a SavedModel's saved_model.pb)."""
     from pathlib import Path
 

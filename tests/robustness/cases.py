@@ -256,12 +256,10 @@ def _misc_case(case: Case, work: Path, models: dict[str, Path], absurd: dict[str
         extra = ["--report", str(work / "report.json"), "--calib", str(work / "missing")]
     elif kind == "name_too_long":
         source = work / ("m" * 300 + ".onnx")
-    elif kind == "keras_named_onnx":  # content wins over the extension; --to onnx needs tf2onnx: converts
+    elif kind == "keras_named_onnx":  # detected as Keras by content, but Keras reads only .keras/.h5 names
         source = work / "model.onnx"
         source.write_bytes(models["keras"].read_bytes())
         out = out_dir / "converted.tflite"
-        extra = ["--calib", str(calib)]
-        return Prepared(["convert", str(source), "-o", str(out), *extra], out, None, {0})
     elif kind == "onnx_named_tflite":
         source = work / "model.tflite"
         source.write_bytes(models["onnx"].read_bytes())

@@ -19,6 +19,8 @@ def mutate_bytes(data: bytes, kind: str, seed: int) -> bytes:
     """One seeded mutation of a file's raw bytes."""
     rng = random.Random(f"{kind}-{seed}")
     buffer = bytearray(data)
+    if len(buffer) < 2:  # nothing to cut or flip inside: damage it the only way possible
+        return b"" if kind.startswith("truncate") else bytes(buffer) + b"\xff"
     if kind == "truncate":
         return bytes(buffer[: rng.randrange(1, len(buffer))])
     if kind == "truncate_head":

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cases import Case, build_cases, prepare
-from contract import RunResult, assert_contract
+from contract import RunResult, assert_contract, snapshot
 
 CASES = build_cases()
 PER_CASE_SECONDS = 120
@@ -38,8 +38,9 @@ def test_corpus_is_large_enough():
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_hostile_input(case: Case, tmp_path: Path, base_models, absurd_models, small_calib, capfd):
     prepared = prepare(case, tmp_path / "case", base_models, absurd_models, small_calib)
+    before = snapshot(prepared.out)
     result = run_main(prepared.argv, capfd)
     scratch_dirs = [tmp_path / "case", tmp_path / "case" / "out"]
-    assert_contract(result, prepared.out, scratch_dirs, prepared.report)
+    assert_contract(result, prepared.out, scratch_dirs, prepared.report, before)
     if prepared.expect is not None:
         assert result.code in prepared.expect, result.stderr[-2000:]
