@@ -38,12 +38,15 @@ def check_output_path(out: Path, force: bool) -> None:
 def scratch_dir(near: Path) -> Iterator[Path]:
     """A temporary directory beside `near`, removed whatever happens."""
     parent = near.parent if str(near.parent) else Path(".")
-    path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+    path = None
     try:
+        with signals_deferred():  # a Ctrl-C right after mkdtemp must not leave the directory unrecorded
+            path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
         yield path
     finally:
-        with signals_deferred():  # a second Ctrl-C must not cut the cleanup short
-            shutil.rmtree(path, ignore_errors=True)
+        if path is not None:
+            with signals_deferred():  # a second Ctrl-C must not cut the cleanup short
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def move_into_place(built: Path, out: Path) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from .cli_output import JsonOption, QuietOption, json_errors, show_outcome
 from .errors import EXIT_BAD_INPUT, BadInputError, SafeConvertError, one_line
+from .quiet import unraisable_silenced
 from .safety.disk import disk_problem
 from .safety.signals import EXIT_TERMINATED, Terminated, sigterm_unwinds
 
@@ -87,7 +88,7 @@ def convert(
         input_shape=parse_shape(input_shape),
         keep_quantisation=keep_quantisation,
     )
-    request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol), options,
+    request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), options,
                              force, allow_unverified, report, trust_model_code, repair=not no_repair)
     with json_errors(as_json):
         outcome = convert_if_needed(request)
@@ -139,7 +140,7 @@ def localize(
     from .pipeline import RepairRequest, run_localize
     from .validators.verdict import Thresholds
 
-    request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
+    request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
                             report, trust_model_code, keep_quantisation=keep_quantisation)
     with json_errors(as_json):
         outcome = run_localize(request)
@@ -169,7 +170,7 @@ def repair(
     from .pipeline import RepairRequest, run_repair
     from .validators.verdict import Thresholds
 
-    request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
+    request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
                             report, trust_model_code, output=output, force=force, allow_unverified=allow_unverified,
                             keep_quantisation=keep_quantisation)
     with json_errors(as_json):
@@ -214,8 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure becomes one line on stderr and a documented exit code, never a traceback."""
     click_error, click_abort = _click_exceptions()
     try:
-        with sigterm_unwinds():  # SIGTERM unwinds through finally blocks like Ctrl-C: scratch files go
+        with sigterm_unwinds(), unraisable_silenced():  # SIGTERM unwinds like Ctrl-C: scratch files go
             code = app(args=argv, prog_name="safeconvert", standalone_mode=False)
+        if code == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent Exit(130)
+            raise KeyboardInterrupt
     except click_error as exc:
         exc.show()
         code = EXIT_BAD_INPUT

@@ -186,6 +186,9 @@ def run_repair(request: RepairRequest) -> Outcome:
                                                               existing.calib, existing.preset, request.thresholds),
                     make_input=lambda target, onnx, current: _existing_input(existing, current, onnx, request, target),
                     to_target=_to_torchscript,
+                    float_reference=lambda folder: _float_tflite_of_source(existing, folder),
+                    quick_gap=_quick_gap(existing.source_runner, existing.target_format, existing.calib, existing.preset,
+                                         request.thresholds, outcome.validation),
                 )
                 with clock.stage("localize_and_repair"):
                     result = repair_until_verified(session, outcome.validation)
@@ -254,6 +257,27 @@ def _editable_onnx(existing: Existing, work: Path) -> Path | None:
     from .repair.torch_roundtrip import torchscript_to_onnx
 
     return torchscript_to_onnx(existing.target, work / "target-as.onnx")
+
+
+def _quick_gap(source_runner: Runner, target_format: Format, calib: CalibrationSet, preset: str,
+               thresholds: Thresholds, validation: Validation):
+    """Output gap of a candidate on a few images (the disagreeing ones first): cheap sensitivity probes."""
+    from .localize.context import divergence_indices
+
+    few = calib.subset(divergence_indices(validation, calib.names, limit=8))
+    return lambda path: validate(source_runner, load_runner(path, target_format), few, preset, thresholds).metrics.max_abs_diff
+
+
+def _float_tflite_of_source(existing: Existing, folder: Path) -> Path:
+    """A plain float TFLite conversion of a Keras/SavedModel source: where float weights come from."""
+    from .wrappers.tflite_wrapper import TfliteConverter
+
+    if existing.source_format not in (Format.KERAS, Format.SAVEDMODEL):
+        raise BadInputError("keeping layers in float needs a Keras or SavedModel source")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "float.tflite"
+    TfliteConverter().convert(existing.source, existing.source_format, out, ConversionOptions())
+    return out
 
 
 def _to_torchscript(onnx: Path, out: Path) -> None:
@@ -361,6 +385,8 @@ def _repair_stage(made: Made, built: Path, dst_format: Format, validation: Valid
         make_input=lambda target, onnx, current: _localization_input(made, target, dst_format, onnx, current, report),
         reconvert=lambda folder: _reconvert(made, folder),
         to_target=lambda onnx, out: _finish_route_from_onnx(made, onnx, out),
+        float_reference=lambda folder: _reconvert(made, folder),
+        quick_gap=_quick_gap(made.source_runner, dst_format, made.calib, made.preset, made.thresholds, validation),
     )
     with clock.stage("localize_and_repair"):
         result = repair_until_verified(session, validation)

@@ -33,3 +33,22 @@ def native_stderr_silenced() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+@contextmanager
+def unraisable_silenced() -> Iterator[None]:
+    """Hide "Exception ignored in ..." tracebacks Python prints for errors in __del__ and finalizers.
+
+    A run interrupted while TensorFlow is importing leaves half-built objects whose __del__ fails when they are
+    collected; Python prints a traceback for each, after the run's own one-line message. Such errors cannot
+    change a result, and users are promised one line, so they are dropped (shown with SAFECONVERT_VERBOSE=1).
+    """
+    if os.environ.get("SAFECONVERT_VERBOSE"):
+        yield
+        return
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous

@@ -7,6 +7,9 @@ not, Tf2OnnxNotVerifiedError (a NotVerifiedError with `.report`) is raised and n
 Keyword-only extras: calibration, preprocess, max_mismatch, rtol, allow_unverified, report_path (see
 dropin_verify). `large_model=True` is refused: its external tensors cannot be run from memory here.
 
+The returned ModelProto is tf2onnx's own, names included: unlike the files `safeconvert convert` and
+`safeconvert tf2onnx` write (see wrappers/onnx_names.py), it may differ in generated names between runs.
+
 Inside this module `tf2onnx` means the real package (absolute imports), as it does for callers.
 """
 

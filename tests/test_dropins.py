@@ -307,7 +307,8 @@ def test_check_json(small_keras_file: Path, small_onnx: Path, cli):
 
 
 def test_canonical_names_undo_tf2onnx_numbering(small_onnx: Path):
-    """Two protos that differ only in generated-name numbering and initializer order serialise identically."""
+    """Protos that differ only in generated names (numbering, and the stem a de-duplicated constant kept) and in
+    initializer order serialise identically."""
     import onnx
 
     from safeconvert.wrappers.onnx_names import GENERATED, canonical_names
@@ -315,12 +316,13 @@ def test_canonical_names_undo_tf2onnx_numbering(small_onnx: Path):
     model = onnx.load(str(small_onnx))
     shuffled = onnx.ModelProto()
     shuffled.CopyFrom(model)
-    bump = {}
+    bump, initializers = {}, {t.name for t in shuffled.graph.initializer}
     for node in shuffled.graph.node:
         for name in [*node.input, *node.output, node.name]:
             match = GENERATED.match(name)
             if match and name not in {i.name for i in shuffled.graph.input}:
-                bump[name] = f"{match.group('stem')}__{int(match.group('id')) + 100}{match.group('port') or ''}"
+                stem = f"kept_{len(bump)}" if name in initializers else match.group("stem")
+                bump[name] = f"{stem}__{int(match.group('id')) + 100}{match.group('port') or ''}"
     assert bump, "the tf2onnx model should have generated names"
     for node in shuffled.graph.node:
         node.input[:] = [bump.get(n, n) for n in node.input]

@@ -86,7 +86,10 @@ def test_cli_convert_and_check_exit_codes(small_keras_file: Path, tmp_path: Path
     assert "verified" in result.stdout and out.exists()
     before = out.read_bytes()
     again = subprocess.run([*cmd, "convert", str(small_keras_file), "-o", str(out)], capture_output=True, text=True, timeout=600)
-    assert again.returncode == 2 and "--force" in again.stderr and out.read_bytes() == before
+    assert again.returncode == 0 and "up to date" in again.stdout and out.read_bytes() == before  # idempotent
+    other = subprocess.run([*cmd, "convert", str(small_keras_file), "-o", str(out), "--rtol", "0.01"], capture_output=True,
+                           text=True, timeout=600)  # other settings: OUT is not up to date, so --force is needed
+    assert other.returncode == 2 and "--force" in other.stderr and out.read_bytes() == before
     checked = subprocess.run([*cmd, "check", str(small_keras_file), str(out)], capture_output=True, text=True, timeout=600)
     assert checked.returncode == 0, checked.stderr
 

@@ -551,12 +551,15 @@ def test_dynamic_range_weights_restored_to_float(tflite_models):
     ops = tx.weight_ops(model)
     growth = sum(op.float_cost_bytes for op in ops)
     for op in ops:
-        if op.quantised:
-            tx.set_layer_parameters(model, op.op_index, *tx.layer_parameters(reference_model, op.op_index))
+        if op.quantised:  # the stored weight itself, in TFLite layout
+            weight = tx.tensor_array(reference_model, int(reference_model.subgraphs[0].operators[op.op_index].inputs[1]))
+            assert tx.set_float_tensor(model, op.weight_tensor, weight) == op.weight_tensor
     tx.check_model(model)
     assert not any(op.quantised for op in tx.weight_ops(model))
     assert_same(run_tflite(model, images), want)
     assert growth > 0
+    assert [m.name for m in model.metadata] == [m.name for m in tx.load_model(tflite_models["dynamic"]).metadata]
+    assert all(model.buffers[m.buffer].data is not None for m in model.metadata)
     size = len(tx.model_bytes(model))
     assert abs(size - (len(tflite_models["dynamic"]) + growth)) < 2048
 
@@ -566,9 +569,16 @@ def test_float16_weights_restored_to_float(tflite_models):
     reference_model = tx.load_model(tflite_models["float"])
     want = run_tflite(tflite_models["float"], images)
     model = tx.load_model(tflite_models["float16"])
-    for op, reference in zip(tx.weight_ops(model), tx.weight_ops(reference_model)):  # same layers, other op indices
+    pairs = list(zip(tx.weight_ops(model), tx.weight_ops(reference_model)))  # same layers, other op indices
+    for op, reference in pairs[1:]:
         assert op.weight_type == "FLOAT16"
         tx.set_layer_parameters(model, op.op_index, *tx.layer_parameters(reference_model, reference.op_index))
+    first, reference = pairs[0]  # through the DEQUANTIZE output the op reads: all its readers are rewired
+    read = int(model.subgraphs[0].operators[first.op_index].inputs[1])
+    weight = tx.tensor_array(reference_model, int(reference_model.subgraphs[0].operators[reference.op_index].inputs[1]))
+    assert tx.set_float_tensor(model, read, weight) != read
+    bias = tx.tensor_array(reference_model, int(reference_model.subgraphs[0].operators[reference.op_index].inputs[2]))
+    tx.set_op_input_float(model, first.op_index, 2, bias)
     tx.check_model(model)
     assert_same(run_tflite(model, images), want)
     removed = tx.remove_dead_ops(model)
@@ -641,7 +651,9 @@ def test_keep_op_float_in_full_integer_model(tflite_models):
     new_index = tx.find_op(model, fc.output + "/float")
     tx.check_model(model)
     kept = {op.output: op for op in tx.weight_ops(model)}
-    assert kept[fc.output + "/float"].weight_type == "FLOAT32" and kept[fc.output + "/float"].activation_type == "FLOAT32"
+    for op in (fc, ops[-2]):
+        assert kept[op.output + "/float"].weight_type == "FLOAT32" and kept[op.output + "/float"].activation_type == "FLOAT32"
+    assert all(op.weight_type == "INT8" for op in kept.values() if not op.output.endswith("/float"))
 
     # The float FC must compute exactly: requantised float(dequantised int8 input) @ W.T + b.
     with warnings.catch_warnings():

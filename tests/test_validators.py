@@ -123,3 +123,26 @@ def test_shape_mismatch_is_not_verified():
 def test_source_margins():
     margins = source_margins(np.array([[1.0, 3.0, 2.5], [0.0, 0.0, 0.0]]))
     assert np.allclose(margins, [0.5, 0.0])
+
+
+def test_near_tied_label_swaps_are_ambiguous_not_faults():
+    # image 0: the source nearly ties (margin 0.001 of a range of ~10); the target swaps its two best labels
+    source = np.array([[5.0, 5.001, 0.0, -5.0], [9.0, 1.0, 0.0, -1.0]], np.float32)
+    swapped = source.copy()
+    swapped[0, 0], swapped[0, 1] = 5.0004, 5.0
+    metrics = compare_outputs(source, swapped, ["tie", "clear"])
+    assert metrics.top1_mismatches == 1
+    verdict = judge(metrics, Thresholds(rtol=1e-3))
+    assert verdict.verified and verdict.ambiguous_images == ["tie"]
+    # a clear image that flips is a fault whatever the numbers
+    flipped = source.copy()
+    flipped[1] = [1.0, 9.0, 0.0, -1.0]
+    assert not judge(compare_outputs(source, flipped, ["tie", "clear"]), Thresholds(labels_only=True)).verified
+
+
+def test_labels_only_ignores_rtol():
+    source = np.array([[0.0, 10.0, 5.0]], np.float32)
+    drift = source + np.array([[0.0, 0.5, 0.0]], np.float32)
+    metrics = compare_outputs(source, drift, ["a"])
+    assert not judge(metrics, Thresholds()).verified
+    assert judge(metrics, Thresholds(labels_only=True)).verified

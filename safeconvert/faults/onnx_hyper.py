@@ -1,9 +1,12 @@
 """LH faults in ONNX: one layer's hyperparameter attribute changed (pads, stride, dilation, epsilon, pooling
 flags, clip bounds).
 
-pads_dropped, stride and ceil_mode change the layer's output size; their sites are the layers where the rest
-of the graph still runs with the new size (a global pool absorbs it, a residual Add or a Flatten into a fixed
-Dense does not), found by trial in the dispatcher. dilation keeps the size by widening (or narrowing) the
+Padding lives in a Conv's or pool's pads attribute, or in a separate constant Pad op (tf2onnx keeps Keras'
+ZeroPadding2D as one); pads_dropped and pads_shifted edit either.
+
+pads_dropped, stride and ceil_mode change the layer's output size; their sites are the layers where the rest of
+the graph still runs with the new size (a global pool absorbs it, a residual Add or a Flatten into a fixed Dense
+does not), found by trial in the dispatcher. dilation keeps the size by widening (or narrowing) the
 padding with it, so every conv with a kernel larger than 1 is a site; the details record both attributes.
 """
 

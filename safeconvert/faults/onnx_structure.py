@@ -32,24 +32,29 @@ def order_changes(shape: tuple, perm: list[int]) -> bool:
     return not np.array_equal(positions.transpose(perm).ravel(), positions.ravel())
 
 
+def _flatten_perm(graph: OnnxGraph, node) -> list[int]:
+    """NCHW order for a flatten fed by a Transpose to NHWC (tf2onnx's Keras Flatten), NHWC order otherwise."""
+    producer = graph.producer(node.input[0])
+    made_nhwc = producer is not None and producer.op_type == "Transpose" and list(graph.attr(producer, "perm", [])) == TO_NHWC
+    return TO_NCHW if made_nhwc else TO_NHWC
+
+
 def flatten_order_sites(graph: OnnxGraph) -> list[str]:
-    """Flatten/Reshape nodes that turn a 4-D map with several positions and channels into a matrix."""
+    """Flatten/Reshape nodes that turn a 4-D map into a matrix, where the other order reads it differently."""
     shapes = graph.static_shapes()
 
     def flattens_map(node) -> bool:
         out, source = shapes.get(node.output[0]), shapes.get(node.input[0])
-        return out is not None and len(out) == 2 and source is not None and order_changes(source, TO_NCHW)
+        return out is not None and len(out) == 2 and source is not None and order_changes(source, _flatten_perm(graph, node))
 
     return [OnnxGraph.node_id(n) for n in graph.nodes("Flatten", "Reshape") if flattens_map(n)]
 
 
 def apply_flatten_order(graph: OnnxGraph, site: str, params: dict) -> Change:
     node = site_node(graph, site, flatten_order_sites)
-    producer = graph.producer(node.input[0])
-    made_nhwc = producer is not None and producer.op_type == "Transpose" and list(graph.attr(producer, "perm", [])) == TO_NHWC
-    perm = TO_NCHW if made_nhwc else TO_NHWC
+    perm = _flatten_perm(graph, node)
     chain = graph.insert_before(node, 0, lambda src, dst: [graph.make_node("Transpose", [src], dst, site, perm=perm)])
-    order = "NCHW" if made_nhwc else "NHWC"
+    order = "NCHW" if perm == TO_NCHW else "NHWC"
     return Change(f"Transpose {chain[0].name} (perm {perm}) before {node.op_type} {site}: flattens in {order} order", {"perm": perm})
 
 

@@ -4,6 +4,12 @@ A PyTorch target in safeconvert comes from ONNX through onnx2torch, so a faulty 
 same way: the fault is planted in a copy of the ONNX source and that copy is converted with the wrapped
 onnx2torch converter. The TorchScript result then carries the fault in its own modules and parameters
 (a changed Conv2d attribute, an altered weight, an extra or missing module), as a faulty conversion would.
+
+The ONNX source must be one onnx2torch converts: onnx2torch 1.5 has no converters for some opset 19+ ops
+(Constant, AveragePool, Reshape), which torch.onnx writes at its default opset 20; tf2onnx output (opset 15)
+and torch.onnx exports at opset 17 convert. The planted ONNX is byte-identical for a seed; the TorchScript
+archive is not (torch records the file name and per-process name-mangling counters), but its parameters and
+outputs are.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def import_onnx(model_or_path, input_shape: tuple[int, ...] | None = None) -> Im
         input_shape = tuple(dims)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     recorder = OriginRecorder()
-    importer = _onnx_importer_class()({first.name: list(input_shape)}, "float32", recorder=recorder)
+    reshapes = _static_reshape_shapes(model, first.name, tuple(input_shape))
+    importer = _onnx_importer_class()({first.name: list(input_shape)}, "float32", recorder=recorder, reshapes=reshapes)
     try:
         mod = importer.from_onnx(model.graph, opset)
     except Exception as exc:
@@ -108,15 +109,17 @@ def import_onnx(model_or_path, input_shape: tuple[int, ...] | None = None) -> Im
 
 
 def _onnx_importer_class():
-    """The TVM ONNX graph importer, wrapped per node (origins) and with visible Clip/Pad."""
+    """The TVM ONNX graph importer, wrapped per node (origins), with visible Clip/Pad and static reshapes."""
     import onnx
+    import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as frontend
 
     class NamingOnnxImporter(frontend.ONNXGraphImporter):
-        def __init__(self, shape_dict, dtype_dict, recorder: OriginRecorder):
+        def __init__(self, shape_dict, dtype_dict, recorder: OriginRecorder, reshapes: dict[str, list[int]]):
             super().__init__(shape_dict, dtype_dict, keep_params_in_input=False, sanitize=True)
             self._recorder = recorder
+            self._reshapes = reshapes
             self._current_node = None
 
         def _parse_value_proto(self, value_proto):
@@ -131,6 +134,9 @@ def _onnx_importer_class():
             outputs = tuple(node.output) if node is not None else ()
             index = self._recorder.begin(name, op_name, outputs)
             sym = _visible_onnx_op(op_name, inputs, attrs, opset, [self._nodes, self._params])
+            if sym is None and op_name == "Reshape" and outputs and not isinstance(inputs[1], tvm.ir.GenericConst):
+                shape = self._reshapes.get(outputs[0])
+                sym = relax.op.reshape(inputs[0], shape) if shape is not None else None
             if sym is None:
                 sym = super()._convert_operator(op_name, inputs, attrs, opset)
             if isinstance(sym, relax.Call):
@@ -139,6 +145,42 @@ def _onnx_importer_class():
             return sym
 
     return NamingOnnxImporter
+
+
+def _static_reshape_shapes(model, input_name: str, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
+    """Output shape of each Reshape whose target shape is computed in the graph, by ONNX shape inference.
+
+    tf2onnx writes Keras Flatten as Shape -> Gather -> Cast -> Slice -> Concat -> Cast -> Reshape; TVM
+    turns that into a tensor where reshape needs a shape and fails. With the input fixed to its static
+    shape, ONNX's data propagation knows every such shape, and the shape ops become dead code.
+    """
+    import onnx
+
+    constant = {t.name for t in model.graph.initializer}
+    constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    computed = [n for n in model.graph.node if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] not in constant]
+    if not computed:
+        return {}
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        if value.name == input_name:
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, input_shape):
+                dim.Clear()
+                dim.dim_value = int(size)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except Exception:  # custom domains or invalid graphs: leave those reshapes to TVM
+        return {}
+    known = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    shapes: dict[str, list[int]] = {}
+    for node in computed:
+        value = known.get(node.output[0])
+        dims = value.type.tensor_type.shape.dim if value is not None else []
+        if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            shapes[node.output[0]] = [int(d.dim_value) for d in dims]
+    return shapes
 
 
 def _visible_onnx_op(op_name: str, inputs, attrs: dict, opset: int, params):
@@ -239,14 +281,40 @@ def _tflite_converter_class(recorder: OriginRecorder):
                     for position, name in enumerate(names):
                         self.exp_tab.set_expr(name, ret[position])
 
+        def convert_reshape(self, op):
+            # Keras Flatten computes its new shape at run time (SHAPE -> STRIDED_SLICE -> PACK); TVM
+            # then passes a tensor where a ShapeExpr is needed. Our inputs are static, so the output
+            # tensor's recorded shape is the answer (the shape ops become dead code).
+            shape = _computed_reshape_target(self, op)
+            if shape is None:
+                return super().convert_reshape(op)
+            data = self.get_tensor_expr(self.get_input_tensors(op)[0])
+            return relax.op.reshape(data, relax.ShapeExpr(shape))
+
     return NamingOperatorConverter
+
+
+def _computed_reshape_target(converter, op) -> list[int] | None:
+    """The static output shape of a RESHAPE whose shape operand is computed (not a constant), else None."""
+    import tvm
+
+    inputs = converter.get_input_tensors(op)
+    if len(inputs) != 2 or not converter.has_expr(inputs[1].tensor_idx):
+        return None
+    if isinstance(converter.get_expr(inputs[1].tensor_idx), tvm.ir.GenericConst):
+        return None
+    if inputs[0].qnn_params is not None:
+        return None  # quantised reshapes may requantise: leave them to TVM
+    output = converter.get_output_tensors(op)[0].tensor
+    shape = [int(d) for d in output.ShapeAsNumpy()] if output.ShapeLength() else []
+    return shape if shape and all(d > 0 for d in shape) else None
 
 
 # ---------------------------------------------------------------- torch.export
 
 
 def import_torch_export(path_or_program) -> ImportedModel:
-    """Import a torch.export archive (.pt2) or ExportedProgram; input shapes must be static."""
+    """Import a torch.export archive (.pt2) or ExportedProgram; a dynamic batch dimension is fixed to 1."""
     import torch
     from tvm import relax
     from tvm.relax.frontend.torch import exported_program_translator as translator
@@ -287,13 +355,34 @@ def import_torch_export(path_or_program) -> ImportedModel:
 
     with torch.no_grad():
         mod = NamingImporter().from_exported_program(program, False, True, False, None)
-    mod = recorder.apply(mod, rewrite=broadcast_constant_operands)
+    mod = _batch_of_one(recorder.apply(mod, rewrite=broadcast_constant_operands))
     param = mod["main"].params[0]
     try:
         shape = tuple(int(d) for d in param.ty.shape)
     except (TypeError, ValueError):
-        raise BadInputError("the torch.export program has a dynamic input shape: export it with a fixed shape") from None
+        raise BadInputError("the torch.export program has a dynamic input dimension other than the batch: export it with a fixed shape") from None
     return ImportedModel(mod, Format.TORCH_EXPORT, recorder.origins, param.name, shape, guess_layout(shape), path)
+
+
+def _batch_of_one(mod):
+    """`mod` with a symbolic batch dimension of its input bound to 1.
+
+    Archives are usually exported with a dynamic batch (so they serve any batch size); layers are
+    compared and run one image at a time, and normalisation needs static shapes. Binding the symbolic
+    var after import keeps every binding — and so every origin name — exactly as imported.
+    """
+    import tvm
+    from tvm import relax
+
+    func = mod["main"]
+    shape = getattr(func.params[0].ty, "shape", None)
+    batch = shape[0] if shape is not None and len(shape) else None
+    if batch is None or isinstance(batch, tvm.tirx.IntImm):
+        return mod
+    if not isinstance(batch, tvm.tirx.Var):
+        return mod  # an expression, not a free variable: left for the static-shape check to reject
+    mod["main"] = func.bind_symbolic_vars({batch: 1}).without_attr("tir_var_lower_bound").without_attr("tir_var_upper_bound")
+    return relax.transform.Normalize()(mod)
 
 
 # ---------------------------------------------------------------- fixups

@@ -57,9 +57,10 @@ def localize(inp: LocalizationInput, ir_pair: IrPair | None = None, use_ir: bool
 
 def _cheap_fix(finding: Finding) -> bool:
     """Findings that explain the whole disagreement and are repaired without the structural stages: an
-    input read differently, or a converter option to drop. The loop localizes again if they do not verify."""
+    input read differently, or quantisation (dropped, or kept with some layers in float). The loop
+    localizes again if they do not verify."""
     return finding.category in (Category.PP, Category.ID) or (
-        finding.repair is not None and finding.repair.action == "rerun_converter")
+        finding.repair is not None and finding.repair.action in ("rerun_converter", "keep_float", "dequantise"))
 
 
 def _input_stage(inp: LocalizationInput, batch: np.ndarray, images: list[int]) -> list[Finding]:
@@ -81,7 +82,7 @@ def _structural_stages(inp: LocalizationInput, result: Localization, clock, batc
         return
     result.ir_pair = ir_pair
     with clock.stage("static"):
-        result.findings += static_findings(ir_pair.alignment)
+        result.findings += static_findings(ir_pair.alignment, ir_pair.target.layers)
     with clock.stage("activations"):
         source_acts, target_acts = trace(ir_pair, batch)
         result.divergence = measure_divergence(ir_pair, source_acts, target_acts, [inp.calib.names[i] for i in images])
@@ -100,9 +101,15 @@ def _target_ir_format(inp: LocalizationInput):
 
 
 def _explained(result: Localization) -> bool:
-    first = result.divergence.first_layer
-    return any(f.evidence.get("target_index") == first.target_index or f.evidence.get("source_index") == first.source_index
-               for f in result.findings)
+    """A finding at the first diverging layer, or between it and the aligned layer before it (a missing or
+    extra op), on either side."""
+    layers, first = result.divergence.layers, result.divergence.first
+    for side in ("source_index", "target_index"):
+        low = getattr(layers[first - 1], side) if first > 0 else -1
+        high = getattr(layers[first], side)
+        if any(f.evidence.get(side) is not None and low < f.evidence[side] <= high for f in result.findings):
+            return True
+    return False
 
 
 def rank(findings: list[Finding], divergence: Divergence | None) -> list[Finding]:

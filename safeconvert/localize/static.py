@@ -19,8 +19,8 @@ FLOAT16_STEP = 2.0 ** -11  # relative rounding step of float16
 INT8_STEP = 1.0 / 127.0
 
 
-def static_findings(alignment) -> list[Finding]:
-    """WB, LH and CG findings from an alignment (see safeconvert.ir.align)."""
+def static_findings(alignment, target_layers: list | None = None) -> list[Finding]:
+    """WB, LH, CG and TSS findings from an alignment (see safeconvert.ir.align)."""
     from ..ir import diff_pair
 
     findings: list[Finding] = []
@@ -32,8 +32,37 @@ def static_findings(alignment) -> list[Finding]:
         if diff.weight_differs():
             findings.append(_weight_finding(pair, diff))
     findings += [_missing_op_finding(layer, alignment) for layer in alignment.source_only]
-    findings += [_extra_op_finding(layer) for layer in alignment.target_only]
+    for layer in alignment.target_only:
+        chain = _reinterpreting_chain(layer, target_layers or [])
+        findings.append(_reinterpret_finding(layer, chain) if chain else _extra_op_finding(layer))
     return findings
+
+
+def _reinterpreting_chain(layer, layers: list) -> list:
+    """An extra reshape plus the layout ops after it that bring the tensor back to its own shape: together
+    they move the data around (a reshape used where a transpose was meant). Empty when not that."""
+    if layer.kind != "reshape" or layer.in_shape is None:
+        return []
+    chain, current = [layer], layer
+    while current.out_shape != layer.in_shape:
+        following = [l for l in layers if current.index in l.inputs]
+        if len(following) != 1 or following[0].role != "layout":
+            return []
+        current = following[0]
+        chain.append(current)
+    return chain if len(chain) > 1 else []
+
+
+def _reinterpret_finding(layer, chain: list) -> Finding:
+    nodes = [name for member in chain for name in target_nodes(member)["nodes"]]
+    return Finding(
+        category=Category.TSS,
+        summary=f"the target reshapes a {list(layer.in_shape)} tensor and transposes it back to the same shape: "
+                "the values are reinterpreted in another layout's order (a reshape where a transpose belongs)",
+        target_layer=layer.name,
+        evidence={"target_index": layer.index, "ops": [m.kind for m in chain], "shape": list(layer.in_shape)},
+        repair=RepairProposal("remove_op", {"kind": "reshape", "nodes": list(dict.fromkeys(nodes))}),
+    )
 
 
 def target_nodes(layer) -> dict[str, object]:

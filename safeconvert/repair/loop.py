@@ -83,6 +83,8 @@ class RepairSession:
     make_input: Callable[[Path, Path | None, Validation], LocalizationInput]
     reconvert: Callable[[Path], Path] | None = None
     to_target: Callable[[Path, Path], None] | None = None  # ONNX -> target format (TorchScript targets)
+    float_reference: Callable[[Path], Path] | None = None  # a float TFLite of the source, written into a folder
+    quick_gap: Callable[[Path], float] | None = None  # output gap on a few images (sensitivity probes)
     max_rounds: int = MAX_ROUNDS
     time_budget: float = TIME_BUDGET_SECONDS
 
@@ -114,8 +116,8 @@ def _repair_round(session: RepairSession, result: RepairResult, findings: list[F
     """Try all findings together, then one at a time; keep what improves agreement."""
     together = _build(session, findings, result.target, onnx_source, f"r{round_index}-all")
     if together is not None and len(findings) > 1:
-        validation = session.validate(together.target)
-        if validation.verdict.verified:
+        validation = _validated(session, together.target)
+        if validation is not None and validation.verdict.verified:
             for finding, edit in together.edits:
                 result.records.append(_record(finding, "applied", edit, result.validation, validation))
             result.target, result.validation = together.target, validation
@@ -126,7 +128,10 @@ def _repair_round(session: RepairSession, result: RepairResult, findings: list[F
         if candidate is None or not candidate.edits:
             result.records.append(_record(finding, "not applicable", _why_not(session, finding, result.target, onnx_source)))
             continue
-        validation = session.validate(candidate.target)
+        validation = _validated(session, candidate.target)
+        if validation is None:
+            result.records.append(_record(finding, "rolled back", candidate.edits[0][1] + " (the edited model does not run)"))
+            continue
         if better(validation, result.validation):
             result.records.append(_record(finding, "applied", candidate.edits[0][1], result.validation, validation))
             result.target, result.validation, onnx_source = candidate.target, validation, candidate.onnx
@@ -134,6 +139,14 @@ def _repair_round(session: RepairSession, result: RepairResult, findings: list[F
         else:
             result.records.append(_record(finding, "rolled back", candidate.edits[0][1], result.validation, validation))
     return improved, onnx_source
+
+
+def _validated(session: RepairSession, candidate: Path) -> Validation | None:
+    """Validation of a candidate, or None when the edited model cannot be loaded or run."""
+    try:
+        return session.validate(candidate)
+    except SafeConvertError:
+        return None
 
 
 def better(new: Validation, old: Validation) -> bool:
@@ -154,9 +167,27 @@ def _build(session: RepairSession, findings: list[Finding], target: Path, onnx_s
             out = session.reconvert(session.work / f"repair-{tag}")
             tool = next(f for f in findings if f.repair and f.repair.action == "rerun_converter")
             return Candidate(out, None, [(tool, "re-ran the route without the options that change numerics")])
+        quantisation = next((f for f in findings if f.repair and f.repair.action in ("keep_float", "dequantise")), None)
+        if quantisation is not None:
+            return _build_float_layers(session, quantisation, target, tag)
         return _build_onnx_edit(session, findings, target, onnx_source, tag)
     except (SafeConvertError, NotApplicable, OSError):
         return None
+
+
+def _build_float_layers(session: RepairSession, finding: Finding, target: Path, tag: str) -> Candidate | None:
+    """Quantised TFLite: keep the fewest layers float (wanted quantisation) or all of them (unwanted)."""
+    from .mixed_precision import keep_fewest_float, restore_all_float
+
+    if session.target_format is not Format.TFLITE or session.float_reference is None:
+        return None
+    reference = session.float_reference(session.work / f"float-{tag}")
+    if finding.repair.action == "dequantise":
+        path = restore_all_float(target, reference, session.work)
+        return Candidate(path, None, [(finding, "restored every quantised layer to float32")]) if path else None
+    search = keep_fewest_float(target, reference, session.work, session.validate, session.quick_gap)
+    finding.evidence["float_layer_search"] = {"ranking": search.ranking, "tried": [vars(t) for t in search.tried]}
+    return Candidate(search.path, None, [(finding, search.describe())]) if search.path else None
 
 
 def _build_onnx_edit(session: RepairSession, findings: list[Finding], target: Path, onnx_source: Path | None,

@@ -123,10 +123,13 @@ def _subgraph_refs(graph) -> list[str]:
 
 
 def check(model) -> None:
-    """onnx.checker on the edited model (raises onnx.checker.ValidationError)."""
+    """onnx.checker on the edited model; a rejection is a ValueError, like every refused edit here."""
     import onnx
 
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ValueError(f"the edit leaves an invalid ONNX model: {str(exc).splitlines()[0]}") from exc
 
 
 # ---------------------------------------------------------------- constants
@@ -641,7 +644,8 @@ def _constant_inputs(model, op_type: str, constants, domain: str) -> list[str]:
             result.append("")
             continue
         name = _unique(model, f"{op_type.lower()}_const")
-        model.graph.initializer.append(numpy_helper.from_array(_float32(value), name))
+        array = np.asarray(value, dtype=np.float32) if isinstance(value, (int, float)) else _float32(value)
+        model.graph.initializer.append(numpy_helper.from_array(array, name))
         result.append(name)
     return result
 
@@ -651,7 +655,8 @@ def insert_after(model, tensor_name: str, op_type: str, attrs: Mapping[str, Any]
     """Insert `op_type` on `tensor_name` and make every reader (and a graph output) see its result.
 
     constants are the op's further inputs, in order, or by schema name ({"min": 0, "max": 6} for Clip);
-    floats become float32 initializers. A graph output keeps its name: the new node writes it and the
+    Python numbers and float arrays become float32 initializers, other arrays keep their type (int64
+    pads, axes...). A graph output keeps its name: the new node writes it and the
     old producer's output is renamed. Returns the new node's name."""
     from onnx import helper
 
@@ -704,11 +709,11 @@ def remove_node(model, node_name: str) -> None:
     used_outputs = [o for o in node.output[1:] if o and _use_count(model, o)]
     if used_outputs:
         raise ValueError(f"{node.op_type} {node_name!r} has further outputs in use: {used_outputs}")
-    data, out = node.input[0], node.output[0]
+    data, out = _data_operand(model, node), node.output[0]
     if out in _graph_outputs(model):
         source = producer(model, data)
         if source is None or data in _graph_outputs(model):
-            _become_identity(node)
+            _become_identity(node, data)
         else:
             model.graph.node.remove(node)
             _rename_tensor(model, data, out, keep_graph_outputs=True)
@@ -721,8 +726,12 @@ def remove_node(model, node_name: str) -> None:
     check(model)
 
 
-def _become_identity(node) -> None:
-    data = node.input[0]
+def _data_operand(model, node) -> str:
+    """The input a pass-through node passes on: its first non-constant input (Mul(c, x) passes x)."""
+    return next((name for name in node.input if name and not is_constant(model, name)), node.input[0])
+
+
+def _become_identity(node, data: str) -> None:
     node.op_type, node.domain = "Identity", ""
     del node.attribute[:]
     del node.input[:]

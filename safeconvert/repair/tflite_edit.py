@@ -33,6 +33,8 @@ WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _NUMPY_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64, "INT8": np.int8,
                 "UINT8": np.uint8, "INT16": np.int16, "UINT16": np.uint16, "INT32": np.int32,
                 "UINT32": np.uint32, "INT64": np.int64, "BOOL": np.bool_}
+_DESCRIPTIVE = {"kernel_size", "groups", "in_channels", "out_channels", "depthwise", "in_features", "out_features",
+                "ceil_mode", "count_include_pad", "layout", "data_layout", "kernel_layout", "out_layout", "out_dtype"}
 _ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 
 
@@ -186,6 +188,7 @@ def set_float_tensor(model, tensor_index: int, array, subgraph: int = 0) -> int:
     tensors = model.subgraphs[subgraph].tensors
     tensor = tensors[tensor_index]
     value = _checked_value(array, tensor, f"tensor {tensor_index} ({_text(tensor.name)})")
+    _refuse_activation(model, tensor_index, subgraph)
     if _producers(model, subgraph).get(tensor_index) is not None:
         new_index = _new_constant_tensor(model, tensor, value, subgraph)
         for op, position in _readers(model, tensor_index, subgraph):
@@ -209,6 +212,7 @@ def set_op_input_float(model, op_index: int, position: int, array, subgraph: int
     if current >= 0:
         tensor = sg.tensors[current]
         value = _checked_value(array, tensor, f"input {position} of op {op_index}")
+        _refuse_activation(model, current, subgraph)
         owned = len(_readers(model, current, subgraph)) == 1 and current not in _graph_io(model, subgraph)
         if owned and _producers(model, subgraph).get(current) is None and is_constant(model, current, subgraph):
             _write_float(model, tensor, value)
@@ -224,6 +228,14 @@ def set_op_input_float(model, op_index: int, position: int, array, subgraph: int
     op.inputs = np.asarray(inputs, dtype=np.int32)
     _release_unused_buffers(model)
     return new_index
+
+
+def _refuse_activation(model, tensor_index: int, subgraph: int) -> None:
+    """Only weights are replaced: a tensor computed from the input (other than by DEQUANTIZE) is not one."""
+    op = _producers(model, subgraph).get(tensor_index)
+    computed = op is not None and op_name(model, op, subgraph) != "DEQUANTIZE"
+    if computed or tensor_index in {int(t) for t in model.subgraphs[subgraph].inputs}:
+        raise ValueError(f"tensor {tensor_index} ({tensor_name(model, tensor_index, subgraph)}) is computed, not a weight")
 
 
 def _op_label(model, op_index: int, subgraph: int) -> str:
@@ -270,8 +282,8 @@ def _new_constant_tensor(model, like, value: np.ndarray, subgraph: int, name: st
 
 def _release_unused_buffers(model) -> None:
     """Empty the buffers no op reads any more (a replaced int8 or float16 weight), so the file shrinks.
-    Buffers stay in place (tensors refer to them by index); buffer 0 is the empty sentinel anyway."""
-    live: set[int] = set()
+    Buffers stay in place (tensors and metadata refer to them by index); metadata buffers are kept."""
+    live: set[int] = {m.buffer for m in model.metadata or []} | {int(b) for b in (model.metadataBuffer if model.metadataBuffer is not None else [])}
     for sg in model.subgraphs:
         used = {int(t) for op in sg.operators for t in op.inputs if int(t) >= 0}
         used |= {int(t) for t in sg.inputs} | {int(t) for t in sg.outputs}
@@ -409,9 +421,11 @@ def set_attributes(model, op_index: int, ir_attrs: Mapping[str, Any], subgraph: 
     """Set canonical attributes (safeconvert.ir names) on a conv/depthwise/pool op; returns the builtin
     option fields written. strides (h, w), dilation (h, w), pool_size (h, w), and padding
     (top, left, bottom, right), which TFLite can only express as VALID (none) or SAME (TensorFlow's
-    split for this input size): other paddings raise ValueError (they need a PAD op). Descriptive keys
-    (kernel_size, groups, channels, depthwise...) are ignored."""
+    split for this input size): other paddings raise ValueError (they need a PAD op), as do
+    ceil_mode / count_include_pad set to true and keys with no TFLite option. Descriptive keys
+    (kernel_size, groups, channels, depthwise...) are ignored. Nothing changes unless all keys map."""
     fields: dict[str, Any] = {}
+    unknown = []
     for key, value in ir_attrs.items():
         if key == "strides":
             fields["stride_h"], fields["stride_w"] = _pair(value)
@@ -419,6 +433,12 @@ def set_attributes(model, op_index: int, ir_attrs: Mapping[str, Any], subgraph: 
             fields["dilation_h_factor"], fields["dilation_w_factor"] = _pair(value)
         elif key == "pool_size":
             fields["filter_height"], fields["filter_width"] = _pair(value)
+        elif key in ("ceil_mode", "count_include_pad") and value:
+            raise ValueError(f"TFLite pools have no {key}: it cannot be set on op {op_index}")
+        elif key not in _DESCRIPTIVE and key != "padding":
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"op {op_index}: no TFLite option for {unknown}")
     if "padding" in ir_attrs:
         fields["padding"] = _padding_mode(model, op_index, ir_attrs, fields, subgraph)
     set_builtin_options(model, op_index, subgraph, **fields)

@@ -1,10 +1,17 @@
 """The child side of `probe.probe_in_child`: load one model with its native runtime and run it once.
 
-Run as `python -m safeconvert.safety.probe_child FORMAT PATH`. Exit status 0: loaded (and ran, when its input
-is small enough to build); REFUSED: the file fails a structural check, or running one image exhausts the
-child's address-space limit, which the parent reports (message on stdout); LOAD_FAILED: the runtime raised an
-ordinary error, which the parent reproduces in-process with its usual message. A native crash shows up in
-the parent as a death by signal, which is the point.
+Run as `python -m safeconvert.safety.probe_child FORMAT PATH`. The exit status tells the parent what to do,
+with a one-line message on stdout:
+
+* 0: loaded and ran (or its input was too large to build, which the parent refuses on its own);
+* REFUSED: a structural check failed, or one image exhausted the child's address-space limit;
+* LOAD_FAILED: the runtime raised while loading (or, for TFLite, whose shapes are concrete, while running).
+  The parent reports it rather than loading the file itself: a corrupt file that makes the runtime raise
+  in one process can crash it in another (a fuzzed .tflite raised here and segfaulted elsewhere);
+* RUN_FAILED: an ONNX model loaded but failed on a zero input of guessed size (its dynamic dimensions set
+  to 1); the parent goes on, and a real failure is reported by validation with the real input.
+
+A native crash shows up in the parent as a death by signal, which is the point.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import numpy as np
 
 REFUSED = 3
 LOAD_FAILED = 4
+RUN_FAILED = 5
 ADDRESS_SPACE_BASE = 4 << 30  # bytes of address space allowed besides four times the model file
 MAX_PROBE_ELEMENTS = 1 << 24  # a zero input larger than this is not built (the parent refuses such inputs)
 
@@ -25,8 +33,12 @@ _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
                "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
 
 
-class Refused(Exception):
-    """A structural problem to report as such (not a runtime's ordinary load error)."""
+class Stage(Exception):
+    """A failure with the exit status that says which stage failed."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 def main(argv: list[str]) -> int:
@@ -34,26 +46,10 @@ def main(argv: list[str]) -> int:
     _limit_address_space(path)
     try:
         {"onnx": _probe_onnx, "tflite": _probe_tflite}[fmt](path)
-    except Refused as exc:
+    except Stage as exc:
         print(" ".join(str(exc).split())[:300])
-        return REFUSED
-    except Exception as exc:  # the parent reproduces ordinary errors in-process, with its own message
-        if _out_of_memory(exc):  # in-process, the same run would exhaust the machine's memory instead
-            print(f"needs more than {_limit_text()} of memory to run on a single image")
-            return REFUSED
-        print(" ".join(f"{type(exc).__name__}: {exc}".split())[:300])
-        return LOAD_FAILED
+        return exc.status
     return 0
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, MemoryError) or "bad_alloc" in text or "failed to allocate" in text
-
-
-def _limit_text() -> str:
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    return "an unlimited amount" if soft == resource.RLIM_INFINITY else f"{soft / (1 << 30):.1f} GB"
 
 
 def _limit_address_space(path: Path) -> None:
@@ -64,6 +60,15 @@ def _limit_address_space(path: Path) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit if hard == resource.RLIM_INFINITY else hard))
 
 
+def _stage(status: int, exc: BaseException) -> Stage:
+    """Classify a runtime's exception; running out of the child's memory is always a refusal."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or "bad_alloc" in text or "failed to allocate" in text.lower():
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        return Stage(REFUSED, f"needs more than {soft / (1 << 30):.1f} GB of memory to run on a single image")
+    return Stage(status, str(exc) or type(exc).__name__)
+
+
 def _probe_onnx(path: Path) -> None:
     import onnx
     import onnxruntime as ort
@@ -71,10 +76,13 @@ def _probe_onnx(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path))  # graph structure and external-data paths (none outside the folder)
     except Exception as exc:
-        raise Refused(f"not a loadable ONNX model (onnx.checker: {exc})") from None
+        raise Stage(REFUSED, f"not a loadable ONNX model (onnx.checker: {exc})") from None
     options = ort.SessionOptions()
     options.log_severity_level = 4
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise _stage(LOAD_FAILED, exc) from None
     feeds = {}
     for item in session.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in item.shape]
@@ -82,20 +90,26 @@ def _probe_onnx(path: Path) -> None:
         if dtype is None or np.prod(shape, dtype=object) > MAX_PROBE_ELEMENTS:
             return
         feeds[item.name] = np.zeros(shape, dtype)
-    session.run(None, feeds)
+    try:
+        session.run(None, feeds)
+    except Exception as exc:
+        raise _stage(RUN_FAILED, exc) from None
 
 
 def _probe_tflite(path: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    details = interpreter.get_input_details()
-    if any(np.prod(d["shape"], dtype=object) > MAX_PROBE_ELEMENTS for d in details):
-        return
-    interpreter.allocate_tensors()
-    for detail in details:
-        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-    interpreter.invoke()
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=1)
+        details = interpreter.get_input_details()
+        if any(np.prod(d["shape"], dtype=object) > MAX_PROBE_ELEMENTS for d in details):
+            return
+        interpreter.allocate_tensors()
+        for detail in details:
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+    except Exception as exc:
+        raise _stage(LOAD_FAILED, exc) from None
 
 
 if __name__ == "__main__":

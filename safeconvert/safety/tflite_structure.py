@@ -68,19 +68,19 @@ def _check_buffer(buffer, file_size: int, name: str) -> None:
 
 def _check_subgraph(subgraph, buffers: int, opcodes: int, limit: int, name: str, main: bool) -> None:
     tensors = _bounded(subgraph.TensorsLength(), limit, "tensors", name)
-    for index in range(tensors):
-        _check_tensor(subgraph.Tensors(index), buffers, name)
     _check_indices(subgraph.InputsAsNumpy(), tensors, name, "subgraph input", optional=False)
     _check_indices(subgraph.OutputsAsNumpy(), tensors, name, "subgraph output", optional=False)
+    if main and subgraph.InputsLength():  # the input first: its limit is the one users can act on
+        first = subgraph.Tensors(int(subgraph.InputsAsNumpy()[0]))
+        check_input_shape([int(d) if d > 0 else None for d in _shape(first)], name)
+    for index in range(tensors):
+        _check_tensor(subgraph.Tensors(index), buffers, name)
     for index in range(_bounded(subgraph.OperatorsLength(), limit, "operators", name)):
         operator = subgraph.Operators(index)
         if not 0 <= operator.OpcodeIndex() < opcodes:
             raise BadInputError(f"{name}: not a loadable TFLite model (operator {index} has no operator code)")
         _check_indices(operator.InputsAsNumpy(), tensors, name, f"operator {index} input", optional=True)
         _check_indices(operator.OutputsAsNumpy(), tensors, name, f"operator {index} output", optional=False)
-    if main and subgraph.InputsLength():
-        first = subgraph.Tensors(int(subgraph.InputsAsNumpy()[0]))
-        check_input_shape([int(d) if d > 0 else None for d in _shape(first)], name)
 
 
 def _check_tensor(tensor, buffers: int, name: str) -> None:

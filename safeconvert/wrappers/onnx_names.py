@@ -3,9 +3,15 @@
 tf2onnx 1.17 is not byte-reproducible: converting the same Keras file twice (in two processes) gives ONNX
 files that differ only in generated names and initializer order. Its name counter (`name__N`) advances in
 an order that depends on set iteration over Python objects, so `const_fold_opt__42` in one run is
-`const_fold_opt__43` in the next, and the folded constants are listed in a different order. The graph
-and every weight are the same. Renumbering the generated names in graph order and sorting the initializers
-by first use removes that noise; build systems and caches that compare bytes then see identical outputs.
+`const_fold_opt__43` in the next, and the folded constants are listed in a different order. Its constant
+de-duplication keeps an arbitrary member of each group of equal constants, so MobileNetV2's shared ReLU6
+bounds are `block16_.../Relu6_min__3` in one run and `block2_.../Relu6_min__3` in the next. The graph and
+every weight are the same. Naming generated constants after their first use, renumbering the other
+generated names in graph order and sorting the initializers by first use removes that noise; build
+systems and caches that compare bytes then see identical outputs.
+
+The counter also lives on between conversions in one process, so the symbolic batch dimension of the
+same model is `unk__47` in one run and `unk__54` in a later one; those dimension names are renumbered too.
 
 Only names of the form `<stem>__<N>` (with an optional `:<port>`) are renumbered. The graph's inputs and
 outputs keep their names (users address them), and graphs with subgraphs (If/Loop) are left as they are.
@@ -20,24 +26,62 @@ GENERATED = re.compile(r"^(?P<stem>.+)__(?P<id>\d+)(?P<port>:\d+)?$")
 
 
 def canonical_names(model):
-    """Renumber generated names in graph order and sort initializers by first use; returns `model` (edited in place)."""
+    """Deterministic generated names and initializer order; returns `model` (edited in place)."""
     graph = model.graph
     if _has_subgraphs(graph):
         return model
+    _renumber_dim_params(graph)
+    _renumber_generated(graph)
+    _name_constants_by_use(graph)  # after renumbering: the consumers' names are stable by then
+    _sort_initializers(graph)
+    _sort_repeated(graph.value_info, key=lambda value: value.name)
+    return model
+
+
+def _renumber_generated(graph) -> None:
+    """`<stem>__<N>` names get N = 1, 2, 3... in order of first appearance (interface names keep theirs)."""
     fixed = {m.group("id") for value in [*graph.input, *graph.output] if (m := GENERATED.match(value.name))}
-    renumber = _fresh_ids(_ids_in_order(graph, fixed), fixed)
-    if not renumber:
-        return model
-    rename = _renamer(renumber)
+    rename = _renamer(_fresh_ids(_ids_in_order(graph, fixed), fixed))
     for node in graph.node:
         node.input[:] = [rename(name) for name in node.input]
         node.output[:] = [rename(name) for name in node.output]
         node.name = rename(node.name)
     for item in [*graph.initializer, *graph.value_info]:
         item.name = rename(item.name)
-    _sort_initializers(graph)
-    _sort_repeated(graph.value_info, key=lambda value: value.name)
-    return model
+
+
+def _renumber_dim_params(graph) -> None:
+    """Symbolic dimension names (`unk__47`) in order of appearance; equal names stay equal."""
+    dims = [dim for value in [*graph.input, *graph.output, *graph.value_info]
+            for dim in value.type.tensor_type.shape.dim if GENERATED.match(dim.dim_param)]
+    renamed: dict[str, str] = {}
+    for dim in dims:
+        stem = GENERATED.match(dim.dim_param).group("stem")
+        dim.dim_param = renamed.setdefault(dim.dim_param, f"{stem}__{len(renamed) + 1}")
+
+
+def _name_constants_by_use(graph) -> None:
+    """Generated initializer names become `<first consumer node>__in<slot>`, in graph order."""
+    interface = {value.name for value in [*graph.input, *graph.output]}
+    first_use: dict[str, tuple[int, int]] = {}
+    for index, node in enumerate(graph.node):
+        for slot, name in enumerate(node.input):
+            first_use.setdefault(name, (index, slot))
+    candidates = sorted((first_use[t.name], t.name) for t in graph.initializer
+                        if GENERATED.match(t.name) and t.name not in interface and t.name in first_use)
+    renamed = {name for _, name in candidates}
+    taken = {name for name in _names_in_order(graph) if name not in renamed} | interface
+    new_names: dict[str, str] = {}
+    for (index, slot), old in candidates:
+        new = f"{graph.node[index].name or 'const'}__in{slot}"
+        while new in taken:
+            new += "_"
+        taken.add(new)
+        new_names[old] = new
+    for node in graph.node:
+        node.input[:] = [new_names.get(name, name) for name in node.input]
+    for item in [*graph.initializer, *graph.value_info]:
+        item.name = new_names.get(item.name, item.name)
 
 
 def _has_subgraphs(graph) -> bool:

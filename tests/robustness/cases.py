@@ -36,6 +36,7 @@ class Prepared:
     out: Path | None  # OUT of a convert run
     report: Path | None
     expect: set[int] | None = None  # exit codes this particular case must end with (None: any in the contract)
+    fragment: str | None = None  # words its error message must contain
 
 
 # family -> (intact file of the same model to compare with, suffix to convert to or None for check-only)
@@ -293,7 +294,20 @@ def _misc_case(case: Case, work: Path, models: dict[str, Path], absurd: dict[str
     elif kind == "onnx_external_data_escape":
         source = _external_data_model(work)
         out = out_dir / "converted.pt"
-    return Prepared(["convert", str(source), "-o", str(out), *extra], out, None, {2})
+    return Prepared(["convert", str(source), "-o", str(out), *extra], out, None, {2}, MISC_FRAGMENTS.get(kind))
+
+
+# What the one-line error must say, where the reason is specific enough to pin down.
+MISC_FRAGMENTS = {
+    "source_dir_without_pb": "not a TF SavedModel", "source_fifo": "not a regular file",
+    "source_devnull": "not a regular file", "source_symlink_loop": "no such file", "calib_fifo": "neither a directory",
+    "calib_empty_dir": "no images", "output_parent_is_file": "not a directory", "output_is_nonempty_dir": "refusing",
+    "report_is_dir": "is a directory", "name_too_long": "cannot read", "keras_named_onnx": "rename it",
+    "pickle_checkpoint_zip": "pickled PyTorch checkpoint", "zip_of_text": "not a Keras, torch.export",
+    "savedmodel_garbage_pb": "not a loadable SavedModel", "h5_magic_garbage": "not a loadable Keras model",
+    "absurd_onnx": "values per image", "absurd_tflite": "values per image", "absurd_input_shape": "values per image",
+    "pt_untrusted": "--trust-model-code", "onnx_external_data_escape": "onnx.checker",
+}
 
 
 def _external_data_model(work: Path) -> Path:
@@ -313,5 +327,5 @@ def _external_data_model(work: Path) -> Path:
         "escape", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], [weight])
     path = work / "escape.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString())
     return path

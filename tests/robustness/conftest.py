@@ -37,7 +37,7 @@ def base_models(small_keras_file: Path, small_pt2_file: Path, tmp_path_factory) 
 
 
 @pytest.fixture(scope="session")
-def absurd_models(tmp_path_factory) -> dict[str, Path]:
+def absurd_models(base_models, tmp_path_factory) -> dict[str, Path]:
     """Models declaring a 40000x40000x3 input (4.8e9 values per image): refused before any allocation."""
     import onnx
     from onnx import TensorProto, helper
@@ -47,28 +47,24 @@ def absurd_models(tmp_path_factory) -> dict[str, Path]:
         [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["logits"])],
         "absurd", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 40000, 40000])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])])
-    files = {"onnx": directory / "absurd.onnx"}
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), files["onnx"])
-    files["tflite"] = directory / "absurd.tflite"
-    files["tflite"].write_bytes(_absurd_tflite())
+    files = {"onnx": directory / "absurd.onnx", "tflite": directory / "absurd.tflite"}
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), files["onnx"])
+    files["tflite"].write_bytes(_with_input_shape(base_models["tflite"], (1, 40000, 40000, 3)))
     return files
 
 
-def _absurd_tflite() -> bytes:
-    """A float TFLite model whose input is 1 x 40000 x 40000 x 3, made by TensorFlow's own converter."""
-    import contextlib
-    import io
+def _with_input_shape(tflite_file: Path, shape: tuple[int, int, int, int]) -> bytes:
+    """The .tflite file with its input tensor's shape vector overwritten in place (what a corrupt header does)."""
+    import struct
 
-    from safeconvert.runners.tf_runner import quiet_tensorflow
+    import tflite
 
-    tf = quiet_tensorflow()
-
-    @tf.function(input_signature=[tf.TensorSpec([1, 40000, 40000, 3], tf.float32)])
-    def pool(x):
-        return tf.reduce_mean(x, axis=[1, 2])
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return tf.lite.TFLiteConverter.from_concrete_functions([pool.get_concrete_function()], pool).convert()
+    data = bytearray(tflite_file.read_bytes())
+    subgraph = tflite.Model.GetRootAs(data, 0).Subgraphs(0)
+    tensor = subgraph.Tensors(int(subgraph.InputsAsNumpy()[0]))
+    start = tensor._tab.Vector(tensor._tab.Offset(4))  # field 0 of Tensor: shape, a vector of int32
+    struct.pack_into("<4i", data, start, *shape)
+    return bytes(data)
 
 
 @pytest.fixture(scope="session")

@@ -44,3 +44,5 @@ def test_hostile_input(case: Case, tmp_path: Path, base_models, absurd_models, s
     assert_contract(result, prepared.out, scratch_dirs, prepared.report, before)
     if prepared.expect is not None:
         assert result.code in prepared.expect, result.stderr[-2000:]
+    if prepared.fragment is not None:
+        assert prepared.fragment in result.stderr, result.stderr[-2000:]
