@@ -23,6 +23,7 @@ from .runners import Runner, load_runner
 from .safety.disk import as_output_space_error
 from .safety.exit_codes import describe as describe_failure
 from .safety.exit_codes import exit_code_for
+from .safety.framework_imports import import_for_converter
 from .safety.trust import check_trusted
 from .validators.calibration import CalibrationSet, load_calibration
 from .validators.preprocess import check_preset, default_preset, to_model_layout
@@ -328,6 +329,7 @@ def _convert_hops(source: Path, src_format: Format, route: list[Converter], opti
         out = hop_output(work, index, converter)
         started = time.perf_counter()
         with clock.stage(f"convert:{converter.name}"):
+            import_for_converter(converter.name)  # with Ctrl-C held: see safety.framework_imports
             try:
                 converter.convert(current, current_format, out, options)
             except (OSError, ConverterFailedError) as exc:  # a full disk is the output location's fault

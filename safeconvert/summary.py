@@ -34,6 +34,7 @@ def print_summary(report: Report, console: Console | None = None) -> None:
         console.print("before repair:")
         console.print(metrics_table(report, report.metrics_before_repair))
     _print_findings(report, console)
+    _print_notes(report, console)
     _print_repairs(report, console)
     if report.metrics:
         if report.metrics_before_repair:
@@ -72,6 +73,9 @@ def _print_findings(report: Report, console: Console, limit: int = 12) -> None:
         first = report.divergence["layers"][report.divergence["first_divergent"]]
         console.print(f"activations first diverge at {first['kind']} {first['target_layer']} "
                       f"(relative error {first['error']:.3g})")
+
+
+def _print_notes(report: Report, console: Console) -> None:
     for note in report.localization_notes:
         console.print(f"[yellow]note:[/yellow] {note}")
 

@@ -70,12 +70,22 @@ def test_corrupted_target_is_not_verified_with_the_right_images(small_keras_file
 def test_unverified_conversion_writes_nothing_unless_allowed(small_keras_file: Path, tmp_path: Path):
     out = tmp_path / "quantised.tflite"
     quantise = ConversionOptions(tflite_optimizations=["DEFAULT"])
-    outcome = run_convert(ConvertRequest(small_keras_file, out, options=quantise))
+    outcome = run_convert(ConvertRequest(small_keras_file, out, options=quantise, repair=False))
     assert not outcome.report.verified and not out.exists() and outcome.report.output is None
     assert any("DEFAULT" in o for o in outcome.report.route[0].numeric_options)
     outcome = run_convert(ConvertRequest(small_keras_file, out, options=ConversionOptions(tflite_optimizations=["DEFAULT"]),
-                                         allow_unverified=True))
+                                         allow_unverified=True, repair=False))
     assert out.exists() and outcome.report.exit_code == 1
+
+
+def test_unwanted_quantisation_is_a_tool_finding_and_is_undone(small_keras_file: Path, tmp_path: Path):
+    out = tmp_path / "repaired.tflite"
+    report = run_convert(ConvertRequest(small_keras_file, out, options=ConversionOptions(tflite_optimizations=["DEFAULT"]))).report
+    assert report.verified and out.exists()
+    assert report.findings[0]["category"] == "TOOL" and "Optimize.DEFAULT" in report.findings[0]["summary"]
+    assert [r["status"] for r in report.repairs] == ["applied"] 
+    before = report.metrics_before_repair
+    assert before["max_abs_diff"] > 1e-3 * before["source_output_range"]
 
 
 def test_cli_convert_and_check_exit_codes(small_keras_file: Path, tmp_path: Path):

@@ -40,6 +40,7 @@ class ImportedModel:
     module: IRModule whose `main(input)` computes the model; weights are constants in it.
     origins: table of original nodes; binding var names `s<i>_...` point into it.
     input_shape/input_layout: the (static, batch 1) input `main` expects, in the model's own layout.
+    quantisation: what was dequantised to import a quantised model (see dequantise.py), else None.
     """
 
     module: Any
@@ -49,6 +50,7 @@ class ImportedModel:
     input_shape: tuple[int, ...]
     input_layout: str
     path: Path | None = None
+    quantisation: str | None = None
 
 
 def import_model(path: Path | str, fmt: Format | None = None, input_shape: tuple[int, ...] | None = None) -> ImportedModel:
@@ -97,15 +99,25 @@ def import_onnx(model_or_path, input_shape: tuple[int, ...] | None = None) -> Im
                 raise BadInputError(f"input '{first.name}' has a dynamic dimension {position}: pass input_shape")
         input_shape = tuple(dims)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    from .dequantise import onnx_qdq_plan
+
     recorder = OriginRecorder()
     reshapes = _static_reshape_shapes(model, first.name, tuple(input_shape))
-    importer = _onnx_importer_class()({first.name: list(input_shape)}, "float32", recorder=recorder, reshapes=reshapes)
+    passthrough, uses_qdq = onnx_qdq_plan(model)
+    importer = _onnx_importer_class()(
+        {first.name: list(input_shape)}, "float32", recorder=recorder, reshapes=reshapes, passthrough=passthrough
+    )
     try:
         mod = importer.from_onnx(model.graph, opset)
     except Exception as exc:
         raise BadInputError(f"TVM cannot import this ONNX model ({one_line(exc)})") from exc
     mod = recorder.apply(mod, rewrite=broadcast_constant_operands)
-    return ImportedModel(mod, Format.ONNX, recorder.origins, first.name, tuple(input_shape), guess_layout(tuple(input_shape)), path)
+    shape = tuple(input_shape)
+    imported = ImportedModel(mod, Format.ONNX, recorder.origins, first.name, shape, guess_layout(shape), path)
+    if uses_qdq:
+        kinds = "weights and activations" if passthrough else "weights"
+        imported.quantisation = f"dequantised at import: QDQ {kinds}" + (" (activations run in float32; their rounding is not modelled)" if passthrough else "")
+    return imported
 
 
 def _onnx_importer_class():
@@ -115,11 +127,14 @@ def _onnx_importer_class():
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as frontend
 
+    from .dequantise import onnx_qdq_op
+
     class NamingOnnxImporter(frontend.ONNXGraphImporter):
-        def __init__(self, shape_dict, dtype_dict, recorder: OriginRecorder, reshapes: dict[str, list[int]]):
+        def __init__(self, shape_dict, dtype_dict, recorder: OriginRecorder, reshapes: dict[str, list[int]], passthrough: set[str]):
             super().__init__(shape_dict, dtype_dict, keep_params_in_input=False, sanitize=True)
             self._recorder = recorder
             self._reshapes = reshapes
+            self._passthrough = passthrough
             self._current_node = None
 
         def _parse_value_proto(self, value_proto):
@@ -134,6 +149,8 @@ def _onnx_importer_class():
             outputs = tuple(node.output) if node is not None else ()
             index = self._recorder.begin(name, op_name, outputs)
             sym = _visible_onnx_op(op_name, inputs, attrs, opset, [self._nodes, self._params])
+            if sym is None and op_name in ("QuantizeLinear", "DequantizeLinear"):
+                sym = onnx_qdq_op(op_name, inputs, attrs, outputs, self._passthrough)
             if sym is None and op_name == "Reshape" and outputs and not isinstance(inputs[1], tvm.ir.GenericConst):
                 shape = self._reshapes.get(outputs[0])
                 sym = relax.op.reshape(inputs[0], shape) if shape is not None else None
@@ -242,24 +259,51 @@ def import_tflite(path_or_bytes) -> ImportedModel:
         buffer = path.read_bytes()
     else:
         buffer = bytes(path_or_bytes)
+    from .dequantise import describe
+
     model = tflite.Model.GetRootAsModel(buffer, 0)
     recorder = OriginRecorder()
+    dequantised: set[str] = set()
     try:
-        mod = from_tflite(model, op_converter=_tflite_converter_class(recorder))
+        mod = from_tflite(model, op_converter=_tflite_converter_class(recorder, dequantised))
     except Exception as exc:
         raise BadInputError(f"TVM cannot import this TFLite model ({one_line(exc)})") from exc
     mod = recorder.apply(mod, rewrite=broadcast_constant_operands)
     param = mod["main"].params[0]
     shape = tuple(int(d) for d in param.ty.shape)
-    return ImportedModel(mod, Format.TFLITE, recorder.origins, param.name, shape, guess_layout(shape), path)
+    return ImportedModel(mod, Format.TFLITE, recorder.origins, param.name, shape, guess_layout(shape), path, describe(dequantised))
 
 
-def _tflite_converter_class(recorder: OriginRecorder):
-    """TVM's TFLite OperatorConverter with each op's result emitted under its output tensor's name."""
+def _tflite_converter_class(recorder: OriginRecorder, dequantised: set[str]):
+    """TVM's TFLite OperatorConverter with each op's result emitted under its output tensor's name,
+    quantised tensors seen as float32 (dequantise.py) and computed reshape shapes made static."""
     from tvm import relax
     from tvm.relax.frontend.tflite import tflite_frontend as frontend
 
+    from .dequantise import float_view
+
     class NamingOperatorConverter(frontend.OperatorConverter):
+        _float_views: dict[int, Any]
+
+        def get_tensors(self, tensors_idx_list):
+            # The one place TVM reads tensors: present quantised/float16 ones as float32 (cached: the
+            # converter asks for the same tensors many times).
+            views = self.__dict__.setdefault("_float_views", {})
+            result = []
+            for wrapper in super().get_tensors(tensors_idx_list):
+                if wrapper.tensor_idx not in views:
+                    views[wrapper.tensor_idx], kind = float_view(self, wrapper)
+                    if kind:
+                        dequantised.add(kind)
+                result.append(views[wrapper.tensor_idx])
+            return result
+
+        def convert_quantize(self, op):
+            return self.get_tensor_expr(self.get_input_tensors(op)[0])  # activations stay float32
+
+        def convert_dequantize(self, op):
+            return self.get_tensor_expr(self.get_input_tensors(op)[0])  # already a float32 constant or tensor
+
         def convert_op_to_relax(self):
             # Same loop as the base class, plus origin bookkeeping around each op.
             for op_idx in range(self.subgraph.OperatorsLength()):

@@ -192,29 +192,73 @@ def _build_float_layers(session: RepairSession, finding: Finding, target: Path, 
 
 def _build_onnx_edit(session: RepairSession, findings: list[Finding], target: Path, onnx_source: Path | None,
                      tag: str) -> Candidate | None:
-    import onnx
-
-    editable = target if session.target_format is Format.ONNX else onnx_source
+    """Edit the target in its own format: ONNX or TFLite directly, TorchScript through its ONNX form."""
+    editable = target if session.target_format in (Format.ONNX, Format.TFLITE) else onnx_source
     if editable is None:
         return None
-    model = onnx.load(str(editable))
+    editor = _TFLITE if session.target_format is Format.TFLITE else _ONNX
+    model = editor.load(editable)
     edits = []
     for finding in findings:
         trial = copy.deepcopy(model)
         try:
-            edits.append((finding, apply_to_onnx(finding, trial)))
+            edits.append((finding, editor.apply(finding, trial)))
         except Exception:  # not applicable, or an edit the checker rejects: leave this finding out
             continue
         model = trial
     if not edits:
         return None
-    out_onnx = session.work / f"repair-{tag}.onnx"
-    onnx.save(model, str(out_onnx))
-    if session.target_format is Format.ONNX:
-        return Candidate(out_onnx, None, edits)
+    edited = session.work / f"repair-{tag}{editable.suffix}"
+    editor.save(model, edited)
+    if session.target_format in (Format.ONNX, Format.TFLITE):
+        return Candidate(edited, None, edits)
     out = session.work / f"repair-{tag}{session.target_format.suffix}"
-    session.to_target(out_onnx, out)
-    return Candidate(out, out_onnx, edits)
+    session.to_target(edited, out)
+    return Candidate(out, edited, edits)
+
+
+@dataclass(frozen=True)
+class _Editor:
+    """How to load, edit and save one editable format."""
+
+    load: Callable
+    apply: Callable
+    save: Callable
+
+
+def _onnx_load(path: Path):
+    import onnx
+
+    return onnx.load(str(path))
+
+
+def _onnx_save(model, path: Path) -> None:
+    import onnx
+
+    onnx.save(model, str(path))
+
+
+def _tflite_save(model, path: Path) -> None:
+    from . import tflite_edit
+
+    tflite_edit.remove_dead_ops(model)
+    path.write_bytes(tflite_edit.model_bytes(model))
+
+
+def _tflite_load(path: Path):
+    from . import tflite_edit
+
+    return tflite_edit.load_model(path)
+
+
+def _tflite_apply(finding: Finding, model) -> str:
+    from .tflite_repair import apply_to_tflite
+
+    return apply_to_tflite(finding, model)
+
+
+_ONNX = _Editor(_onnx_load, apply_to_onnx, _onnx_save)
+_TFLITE = _Editor(_tflite_load, _tflite_apply, _tflite_save)
 
 
 def _why_not(session: RepairSession, finding: Finding, target: Path, onnx_source: Path | None) -> str:

@@ -13,8 +13,11 @@ from .base import Runner
 
 def load_runner(path: Path, fmt: Format | None = None, input_shape: tuple[int, ...] | None = None) -> Runner:
     """Load `path` with the runner for its format (detected from content when not given)."""
+    from ..safety.framework_imports import import_for_format
+
     path = Path(path)
     fmt = fmt or detect_format(path)
+    import_for_format(fmt)  # with Ctrl-C held: a signal inside a C extension's init can crash it
     if fmt is Format.ONNX:
         from .onnx_runner import OnnxRunner as cls
     elif fmt is Format.TFLITE:

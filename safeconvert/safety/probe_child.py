@@ -17,6 +17,7 @@ A native crash shows up in the parent as a death by signal, which is the point.
 from __future__ import annotations
 
 import resource
+import signal
 import sys
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Stage(Exception):
 
 
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this child itself
     fmt, path = argv[0], Path(argv[1])
     _limit_address_space(path)
     try:

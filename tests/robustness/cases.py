@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mutations import BYTE_KINDS, ZIP_KINDS, garbage, mutate_bytes, mutate_zip
+from .mutations import BYTE_KINDS, ZIP_KINDS, garbage, mutate_bytes, mutate_zip
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from contract import RunResult, assert_contract
-from mutations import mutate_bytes, mutate_zip
+from .contract import RunResult, assert_contract
+from .mutations import mutate_bytes, mutate_zip
 
 pytestmark = pytest.mark.timeout(300)
 

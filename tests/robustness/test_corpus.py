@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cases import Case, build_cases, prepare
-from contract import RunResult, assert_contract, snapshot
+from .cases import Case, build_cases, prepare
+from .contract import RunResult, assert_contract, snapshot
 
 CASES = build_cases()
 PER_CASE_SECONDS = 120

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from contract import RunResult
+from .contract import RunResult
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from contract import RunResult, assert_contract
+from .contract import RunResult, assert_contract
 
 pytestmark = pytest.mark.timeout(300)
 SCRATCH = ".safeconvert-"

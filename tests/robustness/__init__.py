@@ -1,0 +1,1 @@
+"""The robustness suite: hostile and broken inputs, untrusted model files, and faults during a run."""
