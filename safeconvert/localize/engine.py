@@ -44,7 +44,8 @@ def localize(inp: LocalizationInput, ir_pair: IrPair | None = None, use_ir: bool
     result = Localization()
     clock = Stopwatch(result.seconds)
     with clock.stage("tool"):
-        result.findings += tool_findings(inp.route, inp.target, inp.target_format, inp.quantisation_requested)
+        result.findings += tool_findings(inp.route, inp.target, inp.target_format, inp.quantisation_requested,
+                                         inp.source, inp.source_format)
     images = divergence_indices(inp.validation, inp.calib.names)
     batch = _canonical_batch(inp, images)
     with clock.stage("input"):

@@ -10,11 +10,13 @@ from ..report import Hop
 from .findings import Category, Finding, RepairProposal
 
 
-def tool_findings(route: list[Hop], target: Path, target_format: Format, quantisation_requested: bool) -> list[Finding]:
+def tool_findings(route: list[Hop], target: Path, target_format: Format, quantisation_requested: bool,
+                  source: Path | None = None, source_format: Format | None = None) -> list[Finding]:
     findings = [_option_finding(i, hop, quantisation_requested) for i, hop in enumerate(route) if hop.numeric_options]
     if not findings:
         stored = quantised_tensors(target, target_format)
-        if stored:
+        inherited = source is not None and source_format is not None and quantised_tensors(source, source_format)
+        if stored and not inherited:
             findings.append(Finding(
                 category=Category.TOOL,
                 summary=f"the target stores {sum(stored.values())} weight tensors quantised "

@@ -6,9 +6,15 @@ with weights in its own layouts (OHWI, 1HW(C*M), (out, in)), possibly int8 with 
 activation fused into the op's options. These functions read and write those forms from the effective
 layouts, so a repair can restore a layer's float weights or options without re-running the converter.
 
+Graph edits work the same way on the op list: ops inserted on a tensor (a transform in front of the
+input, an activation that cannot be fused, a PAD before a conv) or removed (an extra op, a reshape
+standing where a transpose belongs), with graph inputs and outputs keeping their tensors, so callers
+feed and read the model as before. After a graph edit, `check_model` tells whether LiteRT still runs it.
+
 Every function edits `model` in place. Op indices stay valid through all edits except
-`remove_dead_ops` and `keep_op_float` (they delete or insert ops: look ops up again by output name).
-A weight shared with another op is never changed behind its back: the edited op gets its own copy.
+`remove_dead_ops`, `keep_op_float` and the graph edits (they delete or insert ops: look ops up again
+by output name). A weight or other constant shared with another op is never changed behind its back:
+the edited op gets its own copy.
 
 Full-integer (int8) models: a quantised op's weights cannot simply be replaced by float ones, because
 its activations are int8 too. `keep_op_float` instead runs that one op in float between a DEQUANTIZE
@@ -23,7 +29,7 @@ import contextlib
 import io
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -486,6 +492,479 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
     out = -(-size // stride)
     total = max((out - 1) * stride + effective - size, 0)
     return total // 2, total - total // 2
+
+
+# ---------------------------------------------------------------- graph structure
+
+# Standalone ops that clip to fixed bounds, and the fused activations (those ops honour them) likewise.
+CLIP_OPS = {"RELU": (0.0, np.inf), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0), "RELU_0_TO_1": (0.0, 1.0)}
+FUSED_CLIPS = {"RELU": (0.0, np.inf), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}
+FUSING_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
+              "AVERAGE_POOL_2D", "MAX_POOL_2D")
+ACTIVATION_OPS = (*CLIP_OPS, "MINIMUM", "MAXIMUM", "LOGISTIC", "TANH", "LEAKY_RELU", "PRELU", "HARD_SWISH",
+                  "ELU", "GELU", "SOFTMAX")
+_PAD_OPS = ("PAD", "PADV2")
+_UNARY = {"relu": "RELU", "sigmoid": "LOGISTIC", "tanh": "TANH"}
+_CONSTANT_TYPES = {np.dtype(np.float32): "FLOAT32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}
+
+
+@dataclass
+class OpStep:
+    """One builtin op to insert on a data tensor: its constant inputs (after the data input), its output
+    shape (None: the input's) and its builtin options by schema name ("TransposeOptions") with snake-case
+    fields. An edit describes a chain of steps once; `_insert_after` places and wires it."""
+
+    op: str
+    constants: tuple[np.ndarray, ...] = ()
+    shape: tuple[int, ...] | None = None
+    options: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def refresh_shapes(model, subgraph: int = 0) -> None:
+    """Store the shapes LiteRT computes for every tensor (a dynamic batch stays dynamic). An edit that
+    changes a feature map's size leaves the stored shapes after it stale, and readers that trust them
+    (TVM's importer in the next localization round, delegates, analysis tools) would misread the model."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from ..quiet import native_stderr_silenced
+
+    with native_stderr_silenced():
+        interpreter = Interpreter(model_content=model_bytes(model), num_threads=1,
+                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.allocate_tensors()
+    tensors = model.subgraphs[subgraph].tensors
+    for detail in interpreter.get_tensor_details():
+        if detail["index"] >= len(tensors) or is_constant(model, detail["index"], subgraph):
+            continue
+        tensor = tensors[detail["index"]]
+        tensor.shape = np.asarray(detail["shape"], dtype=np.int32)
+        tensor.shapeSignature = _signature_like(tensor.shapeSignature, tensor.shape)
+
+
+def _signature_like(signature, shape) -> np.ndarray | None:
+    """The shape signature for `shape` that keeps a dynamic batch dynamic, as `signature` had it."""
+    if signature is None or len(signature) == 0 or int(signature[0]) != -1 or len(shape) == 0:
+        return None
+    return np.asarray([-1, *[int(d) for d in shape[1:]]], dtype=np.int32)
+
+
+def _shape(model, tensor_index: int, subgraph: int = 0) -> tuple[int, ...]:
+    return tuple(int(d) for d in model.subgraphs[subgraph].tensors[tensor_index].shape)
+
+
+def _unique_name(model, base: str, subgraph: int) -> str:
+    taken = {_text(t.name) for t in model.subgraphs[subgraph].tensors}
+    name, number = base, 0
+    while name in taken:
+        number += 1
+        name = f"{base}_{number}"
+    return name
+
+
+def _new_activation(model, like: int, shape: Sequence[int] | None, name: str, subgraph: int) -> int:
+    """A new computed tensor with `like`'s type and quantisation (and dynamic batch), shaped `shape`."""
+    import copy
+
+    source = model.subgraphs[subgraph].tensors[like]
+    tensor = _schema().TensorT()
+    tensor.name = _unique_name(model, name, subgraph).encode()
+    tensor.shape = np.asarray(source.shape if shape is None else shape, dtype=np.int32)
+    tensor.shapeSignature = _signature_like(source.shapeSignature, tensor.shape)
+    tensor.type = source.type
+    tensor.quantization = copy.deepcopy(source.quantization)
+    tensor.buffer = _append_buffer(model, None)
+    model.subgraphs[subgraph].tensors.append(tensor)
+    return len(model.subgraphs[subgraph].tensors) - 1
+
+
+def _new_typed_constant(model, value: np.ndarray, name: str, subgraph: int) -> int:
+    """A new constant tensor holding `value` as it is typed (float32 values, int32/int64 shapes and axes)."""
+    schema = _schema()
+    value = np.asarray(value)
+    if value.dtype not in _CONSTANT_TYPES:
+        raise ValueError(f"no TFLite constant type for {value.dtype}")
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    tensor = schema.TensorT()
+    tensor.name = _unique_name(model, name, subgraph).encode()
+    tensor.shape = np.asarray(value.shape, dtype=np.int32)
+    tensor.type = getattr(schema.TensorType, _CONSTANT_TYPES[value.dtype])
+    tensor.buffer = len(model.buffers) - 1
+    model.subgraphs[subgraph].tensors.append(tensor)
+    return len(model.subgraphs[subgraph].tensors) - 1
+
+
+def _set_op_constant(model, op_index: int, position: int, value: np.ndarray, subgraph: int = 0) -> int:
+    """Give one op's constant input a new value in a tensor of its own: converters share equal constants
+    (paddings, bounds) between ops, and the others must keep theirs."""
+    op = model.subgraphs[subgraph].operators[op_index]
+    old = int(op.inputs[position])
+    new = _new_typed_constant(model, value, f"{tensor_name(model, old, subgraph)}/edited", subgraph)
+    op.inputs[position] = new
+    _release_unused_buffers(model)
+    return new
+
+
+def _builtin_op(model, step: OpStep, inputs: Sequence[int], outputs: Sequence[int]):
+    schema = _schema()
+    op = _new_op(model, getattr(schema.BuiltinOperator, step.op), 1, inputs, outputs)
+    if step.options is not None:
+        options = getattr(schema, f"{step.options}T")()
+        for key, value in step.fields.items():
+            setattr(options, _camel(key), value)
+        op.builtinOptionsType = getattr(schema.BuiltinOptions, step.options)
+        op.builtinOptions = options
+    return op
+
+
+def _insert_after(model, tensor_index: int, steps: Sequence[OpStep], label: str, only: int | None = None,
+                  subgraph: int = 0) -> list[str]:
+    """Insert `steps` reading the tensor; its readers (or only the op `only`) read the last step's result.
+
+    The ops go right after the tensor's producer (first, for a graph input), so the op list stays in
+    execution order. A graph output keeps its tensor (name, shape, signature): the producer writes a new
+    tensor that the chain reads, and the chain's last op writes the output. Returns the new ops' outputs."""
+    sg = model.subgraphs[subgraph]
+    producer = _producers(model, subgraph).get(tensor_index)
+    readers = [(sg.operators[i], p) for i, p in _readers(model, tensor_index, subgraph) if only in (None, i)]
+    keeps_output = only is None and tensor_index in {int(t) for t in sg.outputs}
+    source, last = tensor_index, None
+    if keeps_output:
+        if producer is None:
+            raise ValueError(f"{tensor_name(model, tensor_index, subgraph)} is both a graph input and output")
+        if any(step.shape is not None and tuple(step.shape) != _shape(model, tensor_index, subgraph) for step in steps):
+            raise ValueError("an op inserted before a graph output must keep its shape")
+        source = _new_activation(model, tensor_index, None, f"{label}/input", subgraph)
+        outputs = sg.operators[producer].outputs
+        outputs[[int(t) for t in outputs].index(tensor_index)] = source
+        last, readers = tensor_index, []
+    ops, current, names = [], source, []
+    for number, step in enumerate(steps):
+        base = f"{label}/{step.op.lower()}"
+        out = last if last is not None and number == len(steps) - 1 else _new_activation(model, current, step.shape, base, subgraph)
+        constants = [_new_typed_constant(model, value, f"{base}/const{k}", subgraph) for k, value in enumerate(step.constants)]
+        ops.append(_builtin_op(model, step, [current, *constants], [out]))
+        current = out
+        names.append(tensor_name(model, out, subgraph))
+    for op, position in readers:
+        op.inputs[position] = current
+    at = 0 if producer is None else producer + 1
+    sg.operators[at:at] = ops
+    return names
+
+
+# ---------------------------------------------------------------- input transforms
+
+
+def insert_input_transform(model, transform, subgraph: int = 0) -> list[str]:
+    """Insert ops right after the graph input so that the model, fed the same tensors as before, computes
+    on transform(x) (a sequence applies in order, the first one nearest the input). The input keeps its
+    name, shape and signature: callers feed the model as before. Returns the new ops' output names.
+
+    Transforms are onnx_edit.InputTransform values (or their dicts) on the model's own axes: permute ->
+    TRANSPOSE; reinterpret -> TRANSPOSE then RESHAPE back to the input's shape (so a model that reshapes
+    where it should transpose gets the transposed image); channel_reverse -> REVERSE_V2 on the axis;
+    affine -> MUL and ADD by per-channel constants that broadcast (float inputs only)."""
+    sg = model.subgraphs[subgraph]
+    if not len(sg.inputs):
+        raise ValueError("the model has no input")
+    index = int(sg.inputs[0])
+    shape, steps = _shape(model, index, subgraph), []
+    for step in _transform_list(transform):
+        new_steps, shape = _transform_steps(step, shape, _type_name(sg.tensors[index]))
+        steps += new_steps
+    if not steps:
+        return []
+    return _insert_after(model, index, steps, f"{tensor_name(model, index, subgraph)}/transform", subgraph=subgraph)
+
+
+def _transform_list(transform) -> list:
+    from .onnx_edit import InputTransform
+
+    def one(value):
+        if isinstance(value, Mapping):
+            return InputTransform(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        return value
+
+    many = isinstance(transform, (list, tuple)) and not hasattr(transform, "kind")
+    return [one(t) for t in transform] if many else [one(transform)]
+
+
+def _transform_steps(step, shape: tuple[int, ...], dtype: str) -> tuple[list[OpStep], tuple[int, ...]]:
+    """The ops computing one transform of a tensor shaped `shape`, and the shape they produce."""
+    rank = len(shape)
+    if step.kind == "permute":
+        return [_transpose_step(shape, list(step.perm))], tuple(shape[p] for p in step.perm)
+    if step.kind == "reinterpret":
+        perm = [step.from_layout.index(axis) for axis in step.to_layout]
+        target = [-1, *shape[1:]]
+        reshape = OpStep("RESHAPE", (np.asarray(target, np.int32),), shape, "ReshapeOptions", {"new_shape": target})
+        return [_transpose_step(shape, perm), reshape], shape
+    if step.kind == "channel_reverse":
+        return [OpStep("REVERSE_V2", (np.asarray([step.axis % rank], np.int32),), None, "ReverseV2Options")], shape
+    if step.kind == "affine":
+        return _affine_steps(step, shape, dtype), shape
+    raise ValueError(f"unknown input transform {step.kind!r}")
+
+
+def _transpose_step(shape: tuple[int, ...], perm: list[int]) -> OpStep:
+    if sorted(perm) != list(range(len(shape))):
+        raise ValueError(f"permutation {perm} does not fit a rank-{len(shape)} input")
+    return OpStep("TRANSPOSE", (np.asarray(perm, np.int32),), tuple(shape[p] for p in perm), "TransposeOptions")
+
+
+def _affine_steps(step, shape: tuple[int, ...], dtype: str) -> list[OpStep]:
+    """MUL by the scale and ADD of the shift, skipping an identity half; only float inputs take them as
+    they are (a quantised input would need its scale changed instead)."""
+    scale, shift = np.asarray(step.scale, np.float32), np.asarray(step.shift, np.float32)
+    if dtype != "FLOAT32":
+        raise ValueError(f"an affine input transform needs a float input, not {dtype}")
+    steps = []
+    if not np.all(scale == 1.0):
+        steps.append(OpStep("MUL", (_channel_shaped(scale, shape, step.axis),), None, "MulOptions"))
+    if not np.all(shift == 0.0):
+        steps.append(OpStep("ADD", (_channel_shaped(shift, shape, step.axis),), None, "AddOptions"))
+    return steps
+
+
+def _channel_shaped(values: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """Per-channel values shaped to broadcast along `axis` (a single value stays a scalar)."""
+    if values.size == 1:
+        return values.reshape(())
+    axis %= len(shape)
+    if shape[axis] != values.size:
+        raise ValueError(f"{values.size} per-channel values for an axis of size {shape[axis]}")
+    broadcast = [1] * len(shape)
+    broadcast[axis] = values.size
+    return values.reshape(broadcast)
+
+
+# ---------------------------------------------------------------- removing ops
+
+
+def remove_ops(model, output_names: Sequence[str], subgraph: int = 0) -> list[str]:
+    """Remove pass-through ops (an extra activation, RESHAPE, TRANSPOSE, PAD, MUL by a constant...) named
+    by their output tensors: their readers read the op's data input (its first computed input) instead,
+    so a chain such as RESHAPE -> TRANSPOSE goes as a whole (ops are taken in execution order).
+
+    A removed op writing a graph output hands that tensor to its data input's producer, so the output
+    keeps its name and signature; when the data input is a graph input, the op becomes a RESHAPE to its
+    own shape (TFLite has no identity op). Op indices shift: look ops up again by output name. Returns
+    the output names of the ops removed."""
+    sg = model.subgraphs[subgraph]
+    indices = sorted({find_op(model, name, subgraph) for name in output_names})
+    ops = [sg.operators[i] for i in indices]
+    names = [_op_label(model, i, subgraph) for i in indices]
+    removed = [_bypass(model, op, subgraph) for op in ops]
+    gone = {id(op) for op, out in zip(ops, removed) if out}
+    sg.operators = [op for op in sg.operators if id(op) not in gone]
+    _release_unused_buffers(model)
+    return [name for name, out in zip(names, removed) if out]
+
+
+def _bypass(model, op, subgraph: int) -> bool:
+    """Make the op's readers read its data input; False when it had to stay, as an identity."""
+    sg = model.subgraphs[subgraph]
+    out, data = int(op.outputs[0]), _data_input(model, op, subgraph)
+    outputs = {int(t) for t in sg.outputs}
+    if any(int(t) in outputs or _readers(model, int(t), subgraph) for t in op.outputs[1:]):
+        raise ValueError(f"{tensor_name(model, out, subgraph)}: further outputs of the op are in use")
+    if out not in outputs:
+        for reader, position in _readers(model, out, subgraph):
+            sg.operators[reader].inputs[position] = data
+        return True
+    producer = _producers(model, subgraph).get(data)
+    if producer is None or data in _graph_io(model, subgraph):
+        _become_identity(model, op, data, subgraph)
+        return False
+    if _shape(model, data, subgraph) != _shape(model, out, subgraph):
+        raise ValueError(f"removing the op writing {tensor_name(model, out, subgraph)} would change the output's shape")
+    producer_outputs = sg.operators[producer].outputs
+    producer_outputs[[int(t) for t in producer_outputs].index(data)] = out
+    for reader, position in _readers(model, data, subgraph):
+        if sg.operators[reader] is not op:
+            sg.operators[reader].inputs[position] = out
+    return True
+
+
+def _data_input(model, op, subgraph: int) -> int:
+    """The input a pass-through op passes on: its first computed (non-constant) input."""
+    inputs = [int(t) for t in op.inputs if int(t) >= 0]
+    return next((t for t in inputs if not is_constant(model, t, subgraph)), inputs[0])
+
+
+def _become_identity(model, op, data: int, subgraph: int) -> None:
+    schema = _schema()
+    target = [-1, *_shape(model, int(op.outputs[0]), subgraph)[1:]]
+    constant = _new_typed_constant(model, np.asarray(target, np.int32), f"{_text(model.subgraphs[subgraph].tensors[data].name)}/identity_shape", subgraph)
+    op.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.RESHAPE, 1)
+    op.inputs = np.asarray([data, constant], dtype=np.int32)
+    options = schema.ReshapeOptionsT()
+    options.newShape = target
+    op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.ReshapeOptions, options
+
+
+# ---------------------------------------------------------------- activations and clip bounds
+
+
+def insert_activation(model, tensor: str, kind: str, low: float = -np.inf, high: float = np.inf,
+                      subgraph: int = 0) -> list[str]:
+    """Insert an activation on a tensor for all its readers (a graph output keeps its tensor), where it
+    cannot be fused into the producing op: relu -> RELU, sigmoid -> LOGISTIC, tanh -> TANH, softmax ->
+    SOFTMAX (beta 1, last axis), clip -> the RELU op with those bounds (RELU, RELU6, RELU_N1_TO_1,
+    RELU_0_TO_1), else MINIMUM and MAXIMUM with scalar bounds (float tensors). Returns the new outputs."""
+    index = find_tensor(model, tensor, subgraph)
+    steps = _activation_steps(kind, float(low), float(high))
+    if any(s.op in ("MINIMUM", "MAXIMUM") for s in steps) and _type_name(model.subgraphs[subgraph].tensors[index]) != "FLOAT32":
+        raise ValueError(f"a clip to [{low}, {high}] on a quantised tensor needs its own bounds quantised")
+    return _insert_after(model, index, steps, f"{tensor}/{kind}", subgraph=subgraph)
+
+
+def _activation_steps(kind: str, low: float, high: float) -> list[OpStep]:
+    if kind in _UNARY:
+        return [OpStep(_UNARY[kind])]
+    if kind == "softmax":
+        return [OpStep("SOFTMAX", options="SoftmaxOptions", fields={"beta": 1.0})]
+    if kind != "clip":
+        raise ValueError(f"no TFLite op for a {kind}")
+    named = _named_clip(CLIP_OPS, low, high)
+    if named is not None:
+        return [OpStep(named)]
+    steps = [OpStep(op, (np.asarray(bound, np.float32),), None, "MaximumMinimumOptions")
+             for op, bound in (("MAXIMUM", low), ("MINIMUM", high)) if np.isfinite(bound)]
+    if not steps:
+        raise ValueError("a clip without bounds is no op")
+    return steps
+
+
+def _named_clip(table: Mapping[str, tuple[float, float]], low: float, high: float) -> str | None:
+    return next((name for name, bounds in table.items() if bounds == (low, high)), None)
+
+
+def fused_activation_for(low: float, high: float) -> str | None:
+    """The fused activation clipping to [low, high] (RELU, RELU6, RELU_N1_TO_1), None if there is none."""
+    return _named_clip(FUSED_CLIPS, float(low), float(high))
+
+
+def can_fuse(model, op_index: int, subgraph: int = 0) -> bool:
+    """An op that honours a fused activation and has none yet."""
+    options = model.subgraphs[subgraph].operators[op_index].builtinOptions
+    return (op_name(model, op_index, subgraph) in FUSING_OPS and options is not None
+            and getattr(options, "fusedActivationFunction", None) == 0)
+
+
+def fused_activation(model, op_index: int, subgraph: int = 0) -> str | None:
+    """The op's fused activation ("NONE", "RELU"...), None for ops without the option."""
+    return builtin_options(model, op_index, subgraph).get("fusedActivationFunction")
+
+
+def activation_bounds(model, op_index: int, subgraph: int = 0) -> tuple[float, float] | None:
+    """What an op clips its output to: a RELU-family op, a MINIMUM / MAXIMUM with a constant bound, or a
+    fused RELU / RELU6 / RELU_N1_TO_1 (NONE: unbounded); None for an op that clips nothing."""
+    name = op_name(model, op_index, subgraph)
+    if name in CLIP_OPS:
+        return CLIP_OPS[name]
+    if name in ("MINIMUM", "MAXIMUM"):
+        value = float(tensor_array(model, _bound_input(model, op_index, subgraph), subgraph).reshape(-1)[0])
+        return (-np.inf, value) if name == "MINIMUM" else (value, np.inf)
+    fused = fused_activation(model, op_index, subgraph)
+    return {"NONE": (-np.inf, np.inf), **FUSED_CLIPS}.get(fused) if fused is not None else None
+
+
+def _bound_input(model, op_index: int, subgraph: int) -> int:
+    """The constant input of a MINIMUM / MAXIMUM holding its bound (a single value)."""
+    op = model.subgraphs[subgraph].operators[op_index]
+    constants = [p for p, t in enumerate(op.inputs) if int(t) >= 0 and is_constant(model, int(t), subgraph)]
+    if len(constants) != 1 or tensor_array(model, int(op.inputs[constants[0]]), subgraph).size != 1:
+        raise ValueError(f"op {op_index} does not clip to one constant bound")
+    return int(op.inputs[constants[0]])
+
+
+def set_activation_bounds(model, op_index: int, low: float, high: float, subgraph: int = 0) -> str:
+    """Make an op clip to [low, high]; returns what now clips.
+
+    A RELU-family op becomes the one with those bounds; a MINIMUM / MAXIMUM gets the bound it applies
+    (high / low) as its constant; an op with a fused activation gets the fused one with those bounds, or,
+    when no fused activation has them (a clip to [0, 3]), none, and MINIMUM / MAXIMUM ops after it. Op
+    indices shift in that last case."""
+    low, high = float(low), float(high)
+    name = op_name(model, op_index, subgraph)
+    if name in CLIP_OPS:
+        return _switch_clip_op(model, op_index, low, high, subgraph)
+    if name in ("MINIMUM", "MAXIMUM"):
+        bound = high if name == "MINIMUM" else low
+        _set_bound(model, op_index, bound, subgraph)
+        return f"{name} bound {bound:g}"
+    if fused_activation(model, op_index, subgraph) is None:
+        raise ValueError(f"op {op_index} ({name}) clips nothing")
+    fused = fused_activation_for(low, high) or ("NONE" if (low, high) == (-np.inf, np.inf) else None)
+    if fused is not None:
+        set_builtin_options(model, op_index, subgraph, fused_activation_function=fused)
+        return f"fused {fused}"
+    set_builtin_options(model, op_index, subgraph, fused_activation_function="NONE")
+    added = insert_activation(model, _op_label(model, op_index, subgraph), "clip", low, high, subgraph)
+    return f"{len(added)} clipping op(s) after the op"
+
+
+def _set_bound(model, op_index: int, bound: float, subgraph: int) -> None:
+    """A float MINIMUM / MAXIMUM's constant set to `bound` (a quantised one would need it quantised)."""
+    if _activation_type(model, op_index, subgraph) != "FLOAT32":
+        raise ValueError(f"op {op_index} runs on quantised values: its bound cannot be set as a float")
+    constant = _bound_input(model, op_index, subgraph)
+    position = [int(t) for t in model.subgraphs[subgraph].operators[op_index].inputs].index(constant)
+    _set_op_constant(model, op_index, position, np.full(_shape(model, constant, subgraph), bound, np.float32), subgraph)
+
+
+def _switch_clip_op(model, op_index: int, low: float, high: float, subgraph: int) -> str:
+    named = _named_clip(CLIP_OPS, low, high)
+    if named is None:
+        raise ValueError(f"no TFLite op clips to [{low:g}, {high:g}] alone")
+    builtin = getattr(_schema().BuiltinOperator, named)
+    model.subgraphs[subgraph].operators[op_index].opcodeIndex = _opcode_index(model, builtin, 1)
+    return f"op {named}"
+
+
+# ---------------------------------------------------------------- padding
+
+
+def four_sided(padding) -> tuple[int, int, int, int]:
+    """Canonical (top, left, bottom, right), or (h, w) for both sides."""
+    values = [int(p) for p in padding]
+    values = values * 2 if len(values) == 2 else values
+    if len(values) != 4 or min(values) < 0:
+        raise ValueError(f"padding must be (top, left, bottom, right), got {padding!r}")
+    return values[0], values[1], values[2], values[3]
+
+
+def set_pad_paddings(model, op_index: int, padding, subgraph: int = 0) -> None:
+    """Give a PAD / PADV2 op on an NHWC tensor the canonical spatial padding (top, left, bottom, right):
+    paddings rows [top, bottom] and [left, right] for H and W, the batch and channel rows kept. The op
+    gets its own copy of the constant; call refresh_shapes when the padded size changes."""
+    name = op_name(model, op_index, subgraph)
+    if name not in _PAD_OPS:
+        raise ValueError(f"op {op_index} is {name}, not a PAD")
+    top, left, bottom, right = four_sided(padding)
+    op = model.subgraphs[subgraph].operators[op_index]
+    stored = model.subgraphs[subgraph].tensors[int(op.inputs[1])]
+    current = np.rint(tensor_array(model, int(op.inputs[1]), subgraph)).astype(_NUMPY_TYPES[_type_name(stored)])
+    if current.shape != (4, 2):
+        raise ValueError(f"PAD op {op_index} pads a rank-{current.shape[0]} tensor, not an NHWC image")
+    current[1], current[2] = (top, bottom), (left, right)
+    _set_op_constant(model, op_index, 1, current, subgraph)
+
+
+def insert_pad(model, op_index: int, padding, subgraph: int = 0) -> str:
+    """Zero-pad an op's NHWC data input for that op only, with a PAD op before it: how a conv gets a
+    padding that is neither VALID nor SAME (set the op's own padding to VALID). Op indices from the
+    producer of that input on shift by one. Returns the PAD's output name."""
+    top, left, bottom, right = four_sided(padding)
+    source = int(model.subgraphs[subgraph].operators[op_index].inputs[0])
+    n, h, w, c = _shape(model, source, subgraph)
+    paddings = np.asarray([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
+    step = OpStep("PAD", (paddings,), (n, h + top + bottom, w + left + right, c), "PadOptions")
+    return _insert_after(model, source, [step], f"{_op_label(model, op_index, subgraph)}/pad", only=op_index, subgraph=subgraph)[0]
 
 
 # ---------------------------------------------------------------- weight report

@@ -49,7 +49,7 @@ class TorchScriptRunner(Runner):
             self.module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
         except Exception as exc:
             raise BadInputError(f"{path.name}: not a loadable TorchScript archive ({one_line(exc)})") from None
-        stored = json.loads(extra[SPEC_EXTRA_FILE]) if extra[SPEC_EXTRA_FILE] else None
+        stored = read_stored_spec(extra[SPEC_EXTRA_FILE], path.name)
         if input_shape is not None:
             shape = tuple(input_shape)
             spec = InputSpec(stored["name"] if stored else "input", shape, guess_layout(shape), "float32")
@@ -62,6 +62,21 @@ class TorchScriptRunner(Runner):
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         return _call_torch(self.module, chunk)
+
+
+def read_stored_spec(raw: str | bytes, name: str) -> dict | None:
+    """The input spec safeconvert stored in a TorchScript archive, checked: a damaged one is a bad input."""
+    if not raw:
+        return None
+    try:
+        stored = json.loads(raw)
+        shape = [None if d is None else int(d) for d in stored["shape"]]
+        spec = {"name": str(stored["name"]), "shape": shape, "layout": str(stored["layout"]), "dtype": str(stored["dtype"])}
+    except (ValueError, TypeError, KeyError) as exc:  # undecodable bytes, bad JSON, missing or mistyped fields
+        raise BadInputError(f"{name}: its stored input spec ({SPEC_EXTRA_FILE}) is damaged ({one_line(exc)})") from None
+    if len(shape) != 4 or spec["layout"] not in ("NCHW", "NHWC"):
+        raise BadInputError(f"{name}: its stored input spec ({SPEC_EXTRA_FILE}) is damaged (shape {shape}, layout {spec['layout']})")
+    return spec
 
 
 def _call_torch(module, chunk: np.ndarray) -> np.ndarray:

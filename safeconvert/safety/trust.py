@@ -2,8 +2,8 @@
 
 * TorchScript (.pt): `torch.jit.load` compiles the archive's TorchScript and runs its `__setstate__`
   methods while loading. TorchScript is not arbitrary Python, but it reaches every registered operator,
-  including `aten::from_file`, which maps any file shared and writable: a 20-line archive overwrote a file
-  of our choosing on `torch.jit.load` (see tests/test_safety.py). torch's own docs warn that
+  including `aten::from_file`, which maps any file shared and writable: a small scripted module overwrote
+  a file of its choosing during `torch.jit.load` (tests/robustness/test_trust.py). torch's own docs warn that
   torch.jit.load can execute arbitrary code, and torch >= 2.6 stopped `torch.load(weights_only=True)`
   from dispatching to it. There is no way to vet TorchScript statically, so it needs the user's trust.
 * torch.export (.pt2): torch.export.load can run code in several ways (see torch_export_audit); archives

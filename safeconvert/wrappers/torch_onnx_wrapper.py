@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import re
 import warnings
@@ -32,7 +31,7 @@ import numpy as np
 
 from ..errors import BadInputError, ConverterFailedError, SafeConvertError, one_line
 from ..formats import Format
-from ..runners.torch_runner import SPEC_EXTRA_FILE
+from ..runners.torch_runner import SPEC_EXTRA_FILE, read_stored_spec
 from .base import ConversionOptions, Converter
 
 BATCH_AXIS_NAME = "batch"
@@ -130,7 +129,7 @@ def _from_torchscript(src: Path, out: Path, options: ConversionOptions) -> None:
         module = torch.jit.load(str(src), map_location="cpu", _extra_files=extra).eval()
     except Exception as exc:
         raise BadInputError(f"{src.name}: not a loadable TorchScript archive ({one_line(exc)})") from None
-    stored = json.loads(extra[SPEC_EXTRA_FILE]) if extra[SPEC_EXTRA_FILE] else {}
+    stored = read_stored_spec(extra[SPEC_EXTRA_FILE], src.name) or {}
     if options.input_shape is not None:
         shape: tuple[int | None, ...] = tuple(options.input_shape)
     elif stored:

@@ -312,7 +312,6 @@ MISC_FRAGMENTS = {
 
 def _external_data_model(work: Path) -> Path:
     """An ONNX model whose weights live in '../../etc/hostname': external data outside the model's folder."""
-    import onnx
     from onnx import TensorProto, helper
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [1], [0.0])

@@ -34,7 +34,7 @@ def zip_archives(draw) -> bytes:
     """Zip archives with model-like member names and arbitrary contents, sometimes damaged afterwards."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        names = st.text(min_size=1, max_size=20).filter(lambda n: n.strip("/") and not n.endswith("/"))
+        names = st.text(min_size=1, max_size=20).filter(lambda n: n.strip("/") and not n.endswith("/") and "\x00" not in n)
         for name in draw(st.lists(st.one_of(st.sampled_from(MEMBER_NAMES), names), max_size=6, unique=True)):
             archive.writestr(name, draw(st.binary(max_size=200)))
     data = bytearray(buffer.getvalue())
