@@ -6,9 +6,9 @@
     diffs = diff_alignment(alignment)           # effective weights / attributes that differ
     outputs = model.run_taps(batch, [p.target.index for p in alignment.pairs])
 
-Modules: importers (ONNX/TFLite/torch.export -> Relax, origins kept), keras_reference (Keras/SavedModel
-reference path and its parameter check), normalise, layers, align, compare, taps, model (IrModel), with
-naming and rebuild as internals. TVM and the frameworks are imported only when these names are used.
+Modules: importers (ONNX/TFLite/torch.export -> Relax, origins kept), dequantise (quantised models as float
+models carrying their quantised weights), keras_reference (Keras/SavedModel reference path and its parameter
+check), normalise, layers, align, compare, taps, model (IrModel), with naming and rebuild as internals. TVM and the frameworks are imported only when these names are used.
 """
 
 from __future__ import annotations

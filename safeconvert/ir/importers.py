@@ -1,13 +1,18 @@
 """Import ONNX, TFLite and torch.export models into Relax, with parameters as constants and origins kept.
 
 Each frontend is wrapped at its per-node conversion step so that every binding can be traced back to the
-node it came from (see naming.py). Two TVM 0.27 gaps are closed here, at the source, because they would
-otherwise hide layers from every later comparison:
+node it came from (see naming.py). TVM 0.27 gaps are closed here, at the source, because they would
+otherwise hide layers from every later comparison or stop the import:
 
 - the ONNX frontend lowers Clip and constant-mode Pad to opaque `call_tir` kernels (via emit_te); we emit
   `relax.op.clip` / `relax.op.nn.pad` instead, so they are visible, layout-convertible ops;
 - TFLite biases are 1-D constants added to NHWC tensors; ConvertLayout cannot carry a layout through a
-  1-D operand, so every constant operand of an elementwise op is reshaped to the full rank first.
+  1-D operand, so every constant operand of an elementwise op is reshaped to the full rank first;
+- a reshape whose new shape is computed in the graph (Keras Flatten: SHAPE/STRIDED_SLICE/PACK in TFLite,
+  Shape/Gather/.../Concat in tf2onnx's ONNX) fails in both frontends; inputs are static here, so the
+  shape is known (TFLite records it, ONNX shape inference propagates it) and used directly;
+- torch.export archives usually have a dynamic batch: it is bound to 1 after import;
+- quantised models are imported as float models carrying their quantised weights: see dequantise.py.
 
 Keras/SavedModel models have no Relax frontend: see keras_reference.py.
 """
@@ -99,7 +104,7 @@ def import_onnx(model_or_path, input_shape: tuple[int, ...] | None = None) -> Im
                 raise BadInputError(f"input '{first.name}' has a dynamic dimension {position}: pass input_shape")
         input_shape = tuple(dims)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    from .dequantise import onnx_qdq_plan
+    from .dequantise import describe, onnx_qdq_plan
 
     recorder = OriginRecorder()
     reshapes = _static_reshape_shapes(model, first.name, tuple(input_shape))
@@ -113,11 +118,8 @@ def import_onnx(model_or_path, input_shape: tuple[int, ...] | None = None) -> Im
         raise BadInputError(f"TVM cannot import this ONNX model ({one_line(exc)})") from exc
     mod = recorder.apply(mod, rewrite=broadcast_constant_operands)
     shape = tuple(input_shape)
-    imported = ImportedModel(mod, Format.ONNX, recorder.origins, first.name, shape, guess_layout(shape), path)
-    if uses_qdq:
-        kinds = "weights and activations" if passthrough else "weights"
-        imported.quantisation = f"dequantised at import: QDQ {kinds}" + (" (activations run in float32; their rounding is not modelled)" if passthrough else "")
-    return imported
+    kinds = ({"QDQ weights"} | ({"QDQ activations"} if passthrough else set())) if uses_qdq else set()
+    return ImportedModel(mod, Format.ONNX, recorder.origins, first.name, shape, guess_layout(shape), path, describe(kinds))
 
 
 def _onnx_importer_class():
@@ -148,18 +150,24 @@ def _onnx_importer_class():
             name = node.name if node is not None else attrs.get("tvm_custom", {}).get("name", "")
             outputs = tuple(node.output) if node is not None else ()
             index = self._recorder.begin(name, op_name, outputs)
-            sym = _visible_onnx_op(op_name, inputs, attrs, opset, [self._nodes, self._params])
-            if sym is None and op_name in ("QuantizeLinear", "DequantizeLinear"):
-                sym = onnx_qdq_op(op_name, inputs, attrs, outputs, self._passthrough)
-            if sym is None and op_name == "Reshape" and outputs and not isinstance(inputs[1], tvm.ir.GenericConst):
-                shape = self._reshapes.get(outputs[0])
-                sym = relax.op.reshape(inputs[0], shape) if shape is not None else None
+            sym = self._replacement(op_name, inputs, attrs, opset, outputs)
             if sym is None:
                 sym = super()._convert_operator(op_name, inputs, attrs, opset)
             if isinstance(sym, relax.Call):
                 sym = self.bb.emit(sym, name_hint=var_name(index, self._recorder.origins[index].name))
             self._recorder.mark(sym, index)
             return sym
+
+        def _replacement(self, op_name, inputs, attrs, opset, outputs):
+            """Our conversion of a node where TVM's would hide or fail it, else None."""
+            if op_name in ("Clip", "Pad"):
+                return _visible_onnx_op(op_name, inputs, attrs, opset, [self._nodes, self._params])
+            if op_name in ("QuantizeLinear", "DequantizeLinear"):
+                return onnx_qdq_op(op_name, inputs, attrs, outputs, self._passthrough)
+            if op_name == "Reshape" and outputs and not isinstance(inputs[1], tvm.ir.GenericConst):
+                shape = self._reshapes.get(outputs[0])
+                return relax.op.reshape(inputs[0], shape) if shape is not None else None
+            return None
 
     return NamingOnnxImporter
 
@@ -253,14 +261,14 @@ def import_tflite(path_or_bytes) -> ImportedModel:
     import tflite
     from tvm.relax.frontend.tflite import from_tflite
 
+    from .dequantise import describe
+
     path = None
     if isinstance(path_or_bytes, (str, Path)):
         path = Path(path_or_bytes)
         buffer = path.read_bytes()
     else:
         buffer = bytes(path_or_bytes)
-    from .dequantise import describe
-
     model = tflite.Model.GetRootAsModel(buffer, 0)
     recorder = OriginRecorder()
     dequantised: set[str] = set()
@@ -283,19 +291,20 @@ def _tflite_converter_class(recorder: OriginRecorder, dequantised: set[str]):
     from .dequantise import float_view
 
     class NamingOperatorConverter(frontend.OperatorConverter):
-        _float_views: dict[int, Any]
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._float_views: dict[int, Any] = {}
 
         def get_tensors(self, tensors_idx_list):
             # The one place TVM reads tensors: present quantised/float16 ones as float32 (cached: the
             # converter asks for the same tensors many times).
-            views = self.__dict__.setdefault("_float_views", {})
             result = []
             for wrapper in super().get_tensors(tensors_idx_list):
-                if wrapper.tensor_idx not in views:
-                    views[wrapper.tensor_idx], kind = float_view(self, wrapper)
+                if wrapper.tensor_idx not in self._float_views:
+                    self._float_views[wrapper.tensor_idx], kind = float_view(self, wrapper)
                     if kind:
                         dequantised.add(kind)
-                result.append(views[wrapper.tensor_idx])
+                result.append(self._float_views[wrapper.tensor_idx])
             return result
 
         def convert_quantize(self, op):
@@ -347,8 +356,6 @@ def _computed_reshape_target(converter, op) -> list[int] | None:
         return None
     if isinstance(converter.get_expr(inputs[1].tensor_idx), tvm.ir.GenericConst):
         return None
-    if inputs[0].qnn_params is not None:
-        return None  # quantised reshapes may requantise: leave them to TVM
     output = converter.get_output_tensors(op)[0].tensor
     shape = [int(d) for d in output.ShapeAsNumpy()] if output.ShapeLength() else []
     return shape if shape and all(d > 0 for d in shape) else None
@@ -421,10 +428,8 @@ def _batch_of_one(mod):
     func = mod["main"]
     shape = getattr(func.params[0].ty, "shape", None)
     batch = shape[0] if shape is not None and len(shape) else None
-    if batch is None or isinstance(batch, tvm.tirx.IntImm):
-        return mod
     if not isinstance(batch, tvm.tirx.Var):
-        return mod  # an expression, not a free variable: left for the static-shape check to reject
+        return mod  # static, or an expression the static-shape check rejects
     mod["main"] = func.bind_symbolic_vars({batch: 1}).without_attr("tir_var_lower_bound").without_attr("tir_var_upper_bound")
     return relax.transform.Normalize()(mod)
 

@@ -55,7 +55,10 @@ def _frozen_converter(model, tf):
     """A TFLiteConverter for the model's batch-1 inference function with constants for variables, or None."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    inputs = getattr(model, "inputs", None) or []
+    try:
+        inputs = list(model.inputs or [])
+    except Exception:  # a model that was never built has no inputs yet
+        return None
     if len(inputs) != 1:
         return None
     shape = tuple(inputs[0].shape)[1:]

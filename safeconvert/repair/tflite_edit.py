@@ -26,6 +26,7 @@ edits: re-run the converter with those layers left float (`convert_with_float_la
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -564,8 +565,6 @@ def _unique_name(model, base: str, subgraph: int) -> str:
 
 def _new_activation(model, like: int, shape: Sequence[int] | None, name: str, subgraph: int) -> int:
     """A new computed tensor with `like`'s type and quantisation (and dynamic batch), shaped `shape`."""
-    import copy
-
     source = model.subgraphs[subgraph].tensors[like]
     tensor = _schema().TensorT()
     tensor.name = _unique_name(model, name, subgraph).encode()
@@ -585,7 +584,8 @@ def _new_typed_constant(model, value: np.ndarray, name: str, subgraph: int) -> i
     if value.dtype not in _CONSTANT_TYPES:
         raise ValueError(f"no TFLite constant type for {value.dtype}")
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes(), dtype=np.uint8)
+    little_endian = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+    buffer.data = np.frombuffer(little_endian.tobytes(), dtype=np.uint8)
     model.buffers.append(buffer)
     tensor = schema.TensorT()
     tensor.name = _unique_name(model, name, subgraph).encode()
@@ -629,30 +629,42 @@ def _insert_after(model, tensor_index: int, steps: Sequence[OpStep], label: str,
     sg = model.subgraphs[subgraph]
     producer = _producers(model, subgraph).get(tensor_index)
     readers = [(sg.operators[i], p) for i, p in _readers(model, tensor_index, subgraph) if only in (None, i)]
-    keeps_output = only is None and tensor_index in {int(t) for t in sg.outputs}
     source, last = tensor_index, None
-    if keeps_output:
-        if producer is None:
-            raise ValueError(f"{tensor_name(model, tensor_index, subgraph)} is both a graph input and output")
-        if any(step.shape is not None and tuple(step.shape) != _shape(model, tensor_index, subgraph) for step in steps):
-            raise ValueError("an op inserted before a graph output must keep its shape")
-        source = _new_activation(model, tensor_index, None, f"{label}/input", subgraph)
-        outputs = sg.operators[producer].outputs
-        outputs[[int(t) for t in outputs].index(tensor_index)] = source
-        last, readers = tensor_index, []
-    ops, current, names = [], source, []
+    if only is None and tensor_index in {int(t) for t in sg.outputs}:
+        source, last, readers = _hand_over_output(model, tensor_index, steps, label, subgraph), tensor_index, []
+    ops, current = [], source
     for number, step in enumerate(steps):
-        base = f"{label}/{step.op.lower()}"
-        out = last if last is not None and number == len(steps) - 1 else _new_activation(model, current, step.shape, base, subgraph)
-        constants = [_new_typed_constant(model, value, f"{base}/const{k}", subgraph) for k, value in enumerate(step.constants)]
-        ops.append(_builtin_op(model, step, [current, *constants], [out]))
-        current = out
-        names.append(tensor_name(model, out, subgraph))
+        op = _chain_op(model, step, current, last if number == len(steps) - 1 else None, label, subgraph)
+        ops.append(op)
+        current = int(op.outputs[0])
     for op, position in readers:
         op.inputs[position] = current
     at = 0 if producer is None else producer + 1
     sg.operators[at:at] = ops
-    return names
+    return [tensor_name(model, int(op.outputs[0]), subgraph) for op in ops]
+
+
+def _hand_over_output(model, tensor_index: int, steps: Sequence[OpStep], label: str, subgraph: int) -> int:
+    """Make the producer of a graph output write a new tensor instead (returned), so that inserted ops
+    can read it and the last of them write the output, which keeps its name, shape and signature."""
+    producer = _producers(model, subgraph).get(tensor_index)
+    if producer is None:
+        raise ValueError(f"{tensor_name(model, tensor_index, subgraph)} is both a graph input and output")
+    if any(step.shape is not None and tuple(step.shape) != _shape(model, tensor_index, subgraph) for step in steps):
+        raise ValueError("an op inserted before a graph output must keep its shape")
+    source = _new_activation(model, tensor_index, None, f"{label}/input", subgraph)
+    outputs = model.subgraphs[subgraph].operators[producer].outputs
+    outputs[[int(t) for t in outputs].index(tensor_index)] = source
+    return source
+
+
+def _chain_op(model, step: OpStep, source: int, out: int | None, label: str, subgraph: int):
+    """The op for one step reading `source`, with its constants and (unless given) its output tensor."""
+    base = f"{label}/{step.op.lower()}"
+    if out is None:
+        out = _new_activation(model, source, step.shape, base, subgraph)
+    constants = [_new_typed_constant(model, value, f"{base}/const{k}", subgraph) for k, value in enumerate(step.constants)]
+    return _builtin_op(model, step, [source, *constants], [out])
 
 
 # ---------------------------------------------------------------- input transforms
@@ -780,7 +792,7 @@ def _bypass(model, op, subgraph: int) -> bool:
         _become_identity(model, op, data, subgraph)
         return False
     if _shape(model, data, subgraph) != _shape(model, out, subgraph):
-        raise ValueError(f"removing the op writing {tensor_name(model, out, subgraph)} would change the output's shape")
+        raise ValueError(f"removing the op writing {tensor_name(model, out, subgraph)} changes the output's shape")
     producer_outputs = sg.operators[producer].outputs
     producer_outputs[[int(t) for t in producer_outputs].index(data)] = out
     for reader, position in _readers(model, data, subgraph):
@@ -798,7 +810,7 @@ def _data_input(model, op, subgraph: int) -> int:
 def _become_identity(model, op, data: int, subgraph: int) -> None:
     schema = _schema()
     target = [-1, *_shape(model, int(op.outputs[0]), subgraph)[1:]]
-    constant = _new_typed_constant(model, np.asarray(target, np.int32), f"{_text(model.subgraphs[subgraph].tensors[data].name)}/identity_shape", subgraph)
+    constant = _new_typed_constant(model, np.asarray(target, np.int32), f"{tensor_name(model, data, subgraph)}/shape", subgraph)
     op.opcodeIndex = _opcode_index(model, schema.BuiltinOperator.RESHAPE, 1)
     op.inputs = np.asarray([data, constant], dtype=np.int32)
     options = schema.ReshapeOptionsT()
@@ -817,7 +829,8 @@ def insert_activation(model, tensor: str, kind: str, low: float = -np.inf, high:
     RELU_0_TO_1), else MINIMUM and MAXIMUM with scalar bounds (float tensors). Returns the new outputs."""
     index = find_tensor(model, tensor, subgraph)
     steps = _activation_steps(kind, float(low), float(high))
-    if any(s.op in ("MINIMUM", "MAXIMUM") for s in steps) and _type_name(model.subgraphs[subgraph].tensors[index]) != "FLOAT32":
+    quantised = _type_name(model.subgraphs[subgraph].tensors[index]) != "FLOAT32"
+    if quantised and any(s.op in ("MINIMUM", "MAXIMUM") for s in steps):
         raise ValueError(f"a clip to [{low}, {high}] on a quantised tensor needs its own bounds quantised")
     return _insert_after(model, index, steps, f"{tensor}/{kind}", subgraph=subgraph)
 
@@ -914,7 +927,8 @@ def _set_bound(model, op_index: int, bound: float, subgraph: int) -> None:
         raise ValueError(f"op {op_index} runs on quantised values: its bound cannot be set as a float")
     constant = _bound_input(model, op_index, subgraph)
     position = [int(t) for t in model.subgraphs[subgraph].operators[op_index].inputs].index(constant)
-    _set_op_constant(model, op_index, position, np.full(_shape(model, constant, subgraph), bound, np.float32), subgraph)
+    value = np.full(_shape(model, constant, subgraph), bound, np.float32)
+    _set_op_constant(model, op_index, position, value, subgraph)
 
 
 def _switch_clip_op(model, op_index: int, low: float, high: float, subgraph: int) -> str:
@@ -938,21 +952,33 @@ def four_sided(padding) -> tuple[int, int, int, int]:
     return values[0], values[1], values[2], values[3]
 
 
+def pad_paddings(model, op_index: int, subgraph: int = 0) -> tuple[int, int, int, int]:
+    """A PAD / PADV2 op's spatial padding on its NHWC tensor as canonical (top, left, bottom, right)."""
+    rows = _paddings(model, op_index, subgraph)
+    return int(rows[1, 0]), int(rows[2, 0]), int(rows[1, 1]), int(rows[2, 1])
+
+
+def _paddings(model, op_index: int, subgraph: int) -> np.ndarray:
+    """The (4, 2) paddings constant of a PAD op on a 4-D tensor, in its stored integer type."""
+    name = op_name(model, op_index, subgraph)
+    if name not in _PAD_OPS:
+        raise ValueError(f"op {op_index} is {name}, not a PAD")
+    index = int(model.subgraphs[subgraph].operators[op_index].inputs[1])
+    stored = model.subgraphs[subgraph].tensors[index]
+    rows = np.rint(tensor_array(model, index, subgraph)).astype(_NUMPY_TYPES[_type_name(stored)])
+    if rows.shape != (4, 2):
+        raise ValueError(f"PAD op {op_index} pads a rank-{rows.shape[0]} tensor, not an NHWC image")
+    return rows
+
+
 def set_pad_paddings(model, op_index: int, padding, subgraph: int = 0) -> None:
     """Give a PAD / PADV2 op on an NHWC tensor the canonical spatial padding (top, left, bottom, right):
     paddings rows [top, bottom] and [left, right] for H and W, the batch and channel rows kept. The op
     gets its own copy of the constant; call refresh_shapes when the padded size changes."""
-    name = op_name(model, op_index, subgraph)
-    if name not in _PAD_OPS:
-        raise ValueError(f"op {op_index} is {name}, not a PAD")
     top, left, bottom, right = four_sided(padding)
-    op = model.subgraphs[subgraph].operators[op_index]
-    stored = model.subgraphs[subgraph].tensors[int(op.inputs[1])]
-    current = np.rint(tensor_array(model, int(op.inputs[1]), subgraph)).astype(_NUMPY_TYPES[_type_name(stored)])
-    if current.shape != (4, 2):
-        raise ValueError(f"PAD op {op_index} pads a rank-{current.shape[0]} tensor, not an NHWC image")
-    current[1], current[2] = (top, bottom), (left, right)
-    _set_op_constant(model, op_index, 1, current, subgraph)
+    rows = _paddings(model, op_index, subgraph)
+    rows[1], rows[2] = (top, bottom), (left, right)
+    _set_op_constant(model, op_index, 1, rows, subgraph)
 
 
 def insert_pad(model, op_index: int, padding, subgraph: int = 0) -> str:
@@ -964,7 +990,8 @@ def insert_pad(model, op_index: int, padding, subgraph: int = 0) -> str:
     n, h, w, c = _shape(model, source, subgraph)
     paddings = np.asarray([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
     step = OpStep("PAD", (paddings,), (n, h + top + bottom, w + left + right, c), "PadOptions")
-    return _insert_after(model, source, [step], f"{_op_label(model, op_index, subgraph)}/pad", only=op_index, subgraph=subgraph)[0]
+    label = f"{_op_label(model, op_index, subgraph)}/pad"
+    return _insert_after(model, source, [step], label, only=op_index, subgraph=subgraph)[0]
 
 
 # ---------------------------------------------------------------- weight report

@@ -11,7 +11,7 @@ from ..errors import BadInputError, one_line
 from ..formats import Format, InputSpec, guess_layout
 from .base import Runner
 
-KERAS_SUFFIXES = (".keras", ".h5")
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def quiet_tensorflow():
@@ -35,7 +35,7 @@ def load_keras_model(path: Path):
 
     from ..safety.trust import explain_keras_refusal
 
-    if Path(path).suffix.lower() not in KERAS_SUFFIXES:  # Keras picks its reader by the name alone
+    if Path(path).suffix not in KERAS_SUFFIXES:  # Keras picks its reader by the name alone (case-sensitive)
         raise BadInputError(f"{path.name}: a Keras model by its content, but Keras reads only files named "
                             f"{' or '.join(KERAS_SUFFIXES)}; rename it")
     try:

@@ -1,0 +1,96 @@
+"""Localize + repair cost per fault category, on MobileNetV2 (real weights) and ResNet101 (seeded).
+
+For each model: a Keras source, its ONNX conversion (tf2onnx), then one planted fault per category
+(safeconvert.faults, seed 0); each fault is repaired by `safeconvert repair` in its own process so that
+peak memory is that run's alone. Prints wall time per stage and peak RSS.
+
+    .venv/bin/python benchmarks/localize.py [--models mobilenet_v2,resnet101] [--kinds transposed_kernel,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KINDS = {"WB": "transposed_kernel", "LH": "dilation", "CG": "removed_activation", "TSS": "layout_reinterpret",
+         "ID": "hw_swap", "PP": "channel_order"}
+TARGETS_SECONDS = {"mobilenet_v2": 30.0, "resnet101": 120.0}
+
+
+def build_source(model: str, work: Path) -> tuple[Path, str]:
+    """The Keras source and its preprocessing preset."""
+    path = work / f"{model}.keras"
+    if model == "mobilenet_v2":
+        from safeconvert.models.files import mobilenet_v2_files
+
+        return mobilenet_v2_files(work)["keras"], "torch"
+    from safeconvert.models.seeded import keras_seeded_model
+
+    if not path.exists():
+        keras_seeded_model(model).save(path)
+    return path, "tf"
+
+
+def one_case(source: str, faulty: str, preset: str, out: str) -> None:
+    """Child process: repair one faulty conversion and print its figures as JSON."""
+    from safeconvert.pipeline import RepairRequest, run_repair
+
+    started = time.perf_counter()
+    report = run_repair(RepairRequest(Path(source), Path(faulty), preprocess=preset, output=Path(out), force=True)).report
+    print(json.dumps({
+        "seconds": time.perf_counter() - started,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "timings": report.timings,
+        "before": (report.metrics_before_repair or report.metrics)["top1_mismatches"],
+        "after": report.metrics["top1_mismatches"],
+        "found": [f["category"] for f in report.findings[:1]],
+        "applied": [r["category"] for r in report.repairs if r["status"] == "applied"],
+        "verified": report.verified,
+    }))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mobilenet_v2,resnet101")
+    parser.add_argument("--kinds", default=",".join(KINDS.values()))
+    parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        one_case(*args.case)
+        return
+    from safeconvert.faults import KINDS as ALL_KINDS, inject
+    from safeconvert.pipeline import ConvertRequest, run_convert
+
+    work = Path(tempfile.mkdtemp(prefix="sc-localize-"))
+    print(f"{'model':<13} {'category':<4} {'fault':<20} {'labels':>9} {'found':>6} {'repaired':>9} {'total s':>8} "
+          f"{'localize s':>11} {'repair s':>9} {'peak MiB':>9}")
+    for model in args.models.split(","):
+        source, preset = build_source(model, work)
+        clean = work / f"{model}.onnx"
+        if not clean.exists():
+            run_convert(ConvertRequest(source, clean, preprocess=preset))
+        for kind in args.kinds.split(","):
+            faulty = work / f"{model}-{kind}.onnx"
+            inject(clean, faulty, kind, seed=0)
+            child = subprocess.run([sys.executable, __file__, "--case", str(source), str(faulty), preset,
+                                    str(work / f"{model}-{kind}-fixed.onnx")], capture_output=True, text=True)
+            if child.returncode not in (0, 1):
+                print(f"{model:<13} {kind}: failed: {child.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(child.stdout.strip().splitlines()[-1])
+            t = r["timings"]
+            print(f"{model:<13} {ALL_KINDS[kind].category.value:<4} {kind:<20} {r['before']:>3} -> {r['after']:<3} "
+                  f"{','.join(r['found']) or '-':>6} {','.join(r['applied']) or '-':>9} {r['seconds']:8.1f} "
+                  f"{t.get('repair:localize', 0):11.1f} {t.get('repair:repair', 0):9.1f} {r['peak_mib']:9.0f}")
+        print(f"  target for {model}: localize+repair <= {TARGETS_SECONDS.get(model, 0):.0f} s per fault")
+    print(f"(run on {time.strftime('%Y-%m-%d %H:%M')}; files in {work})")
+
+
+if __name__ == "__main__":
+    main()
