@@ -389,6 +389,7 @@ def _repair_stage(made: Made, built: Path, dst_format: Format, validation: Valid
         to_target=lambda onnx, out: _finish_route_from_onnx(made, onnx, out),
         float_reference=lambda folder: _reconvert(made, folder),
         quick_gap=_quick_gap(made.source_runner, dst_format, made.calib, made.preset, made.thresholds, validation),
+        requantise=_requantise(made) if made.options.tflite_int8 else None,
     )
     with clock.stage("localize_and_repair"):
         result = repair_until_verified(session, validation)
@@ -405,6 +406,17 @@ def _localization_input(made: Made, target: Path, dst_format: Format, onnx: Path
                              preprocessing_for(made.source_runner, made.preset), validation, list(report.route),
                              target_ir_path=onnx if dst_format is not Format.ONNX else None,
                              quantisation_requested=made.options.keep_quantisation)
+
+
+def _requantise(made: Made):
+    """Full-integer conversion of the source again, keeping the named layers (and their activations) float."""
+    from .repair.tflite_edit import convert_with_float_layers
+
+    def run(names: list[str], out: Path) -> Path:
+        out.write_bytes(convert_with_float_layers(made.source, made.options.representative_data, names))
+        return out
+
+    return run
 
 
 def _reconvert(made: Made, folder: Path) -> Path:

@@ -290,3 +290,48 @@ def test_mobilenet_files_keras_reference_and_dynamic_pt2_align(mobilenet_files):
     assert len(alignment.pairs) == 99
     assert_clean(alignment)
     assert diff_alignment(alignment, WEIGHT_TOLERANCE) == []
+
+
+# ---------------------------------------------------------------- ONNX constants computed in the graph
+
+
+def sorted_squeeze_onnx(path: Path) -> Path:
+    """Conv -> ReduceMean -> Squeeze -> MatMul whose squeeze axes are sorted at run time (TopK on an
+    initializer), as onnx2torch round trips export them."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    initializers = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+        numpy_helper.from_array(np.array([2], np.int64), "k"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 10)).astype(np.float32), "fc_w"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w"], ["conv"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node("ReduceMean", ["relu"], ["mean"], name="mean", axes=[2, 3], keepdims=1),
+        helper.make_node("TopK", ["axes", "k"], ["sorted", "order"], name="sort_axes", axis=-1),
+        helper.make_node("Squeeze", ["mean", "sorted"], ["squeezed"], name="squeeze"),
+        helper.make_node("MatMul", ["squeezed", "fc_w"], ["output"], name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "sorted_squeeze", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])], initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what the installed ONNX Runtime reads
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_nodes_computed_from_constants_are_folded(tmp_path):
+    from safeconvert.ir import load_ir
+    from safeconvert.runners import load_runner
+
+    path = sorted_squeeze_onnx(tmp_path / "sorted_squeeze.onnx")
+    model = load_ir(path)
+    assert [layer.kind for layer in model.compute_layers()] == ["conv2d", "relu", "mean", "dense"]
+    batch = np.random.default_rng(2).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
+    assert rel(load_runner(path).run(batch), model.run(batch)) < OUTPUT_TOLERANCE

@@ -54,11 +54,8 @@ def test_default_weight_quantisation_is_undone(mobilenet_files, tmp_path: Path):
     assert report.verified and report.metrics["top1_mismatches"] == 0
 
 
-@pytest.mark.parametrize("options", [
-    ConversionOptions(tflite_optimizations=["DEFAULT"], keep_quantisation=True),
-    ConversionOptions(tflite_optimizations=["DEFAULT"], tflite_int8=True, keep_quantisation=True),
-], ids=["dynamic-range", "int8"])
-def test_wanted_quantisation_keeps_fewest_layers_float(options, mobilenet_files, tmp_path: Path):
+def test_wanted_quantisation_keeps_fewest_layers_float(mobilenet_files, tmp_path: Path):
+    options = ConversionOptions(tflite_optimizations=["DEFAULT"], keep_quantisation=True)
     out = tmp_path / "q.tflite"
     report = run_convert(ConvertRequest(mobilenet_files["keras"], out, preprocess="torch", options=options,
                                         thresholds=Thresholds(labels_only=True))).report

@@ -10,7 +10,8 @@ otherwise hide layers from every later comparison or stop the import:
   1-D operand, so every constant operand of an elementwise op is reshaped to the full rank first;
 - a reshape whose new shape is computed in the graph (Keras Flatten: SHAPE/STRIDED_SLICE/PACK in TFLite,
   Shape/Gather/.../Concat in tf2onnx's ONNX) fails in both frontends; inputs are static here, so the
-  shape is known (TFLite records it, ONNX shape inference propagates it) and used directly;
+  shape is known (TFLite records it, ONNX shape inference propagates it) and used directly; ONNX nodes
+  computed from constants alone are folded before import (onnx_prepare.py);
 - torch.export archives usually have a dynamic batch: it is bound to 1 after import;
 - quantised models are imported as float models carrying their quantised weights: see dequantise.py.
 
@@ -82,12 +83,16 @@ def import_onnx(model_or_path, input_shape: tuple[int, ...] | None = None) -> Im
     """Import an ONNX model (path or ModelProto); a dynamic batch dimension is fixed to 1."""
     import onnx
 
+    from .dequantise import describe, onnx_qdq_plan
+    from .onnx_prepare import fold_constant_nodes, static_reshape_shapes
+
     path = None
     if isinstance(model_or_path, (str, Path)):
         path = Path(model_or_path)
         model = onnx.load(str(path))
     else:
         model = model_or_path
+    model = fold_constant_nodes(model)
     initializers = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(graph_inputs) != 1:
@@ -104,10 +109,8 @@ def import_onnx(model_or_path, input_shape: tuple[int, ...] | None = None) -> Im
                 raise BadInputError(f"input '{first.name}' has a dynamic dimension {position}: pass input_shape")
         input_shape = tuple(dims)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    from .dequantise import describe, onnx_qdq_plan
-
     recorder = OriginRecorder()
-    reshapes = _static_reshape_shapes(model, first.name, tuple(input_shape))
+    reshapes = static_reshape_shapes(model, first.name, tuple(input_shape))
     passthrough, uses_qdq = onnx_qdq_plan(model)
     importer = _onnx_importer_class()(
         {first.name: list(input_shape)}, "float32", recorder=recorder, reshapes=reshapes, passthrough=passthrough
@@ -123,7 +126,7 @@ def import_onnx(model_or_path, input_shape: tuple[int, ...] | None = None) -> Im
 
 
 def _onnx_importer_class():
-    """The TVM ONNX graph importer, wrapped per node (origins), with visible Clip/Pad and static reshapes."""
+    """The TVM ONNX graph importer, wrapped per node (origins), with our conversions where TVM's fail."""
     import onnx
     import tvm
     from tvm import relax
@@ -170,42 +173,6 @@ def _onnx_importer_class():
             return None
 
     return NamingOnnxImporter
-
-
-def _static_reshape_shapes(model, input_name: str, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
-    """Output shape of each Reshape whose target shape is computed in the graph, by ONNX shape inference.
-
-    tf2onnx writes Keras Flatten as Shape -> Gather -> Cast -> Slice -> Concat -> Cast -> Reshape; TVM
-    turns that into a tensor where reshape needs a shape and fails. With the input fixed to its static
-    shape, ONNX's data propagation knows every such shape, and the shape ops become dead code.
-    """
-    import onnx
-
-    constant = {t.name for t in model.graph.initializer}
-    constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    computed = [n for n in model.graph.node if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] not in constant]
-    if not computed:
-        return {}
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    for value in fixed.graph.input:
-        if value.name == input_name:
-            dims = value.type.tensor_type.shape.dim
-            for dim, size in zip(dims, input_shape):
-                dim.Clear()
-                dim.dim_value = int(size)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
-    except Exception:  # custom domains or invalid graphs: leave those reshapes to TVM
-        return {}
-    known = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
-    shapes: dict[str, list[int]] = {}
-    for node in computed:
-        value = known.get(node.output[0])
-        dims = value.type.tensor_type.shape.dim if value is not None else []
-        if dims and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
-            shapes[node.output[0]] = [int(d.dim_value) for d in dims]
-    return shapes
 
 
 def _visible_onnx_op(op_name: str, inputs, attrs: dict, opset: int, params):

@@ -85,6 +85,7 @@ class RepairSession:
     to_target: Callable[[Path, Path], None] | None = None  # ONNX -> target format (TorchScript targets)
     float_reference: Callable[[Path], Path] | None = None  # a float TFLite of the source, written into a folder
     quick_gap: Callable[[Path], float] | None = None  # output gap on a few images (sensitivity probes)
+    requantise: Callable[[list[str], Path], Path] | None = None  # re-run int8 quantisation keeping layers float
     max_rounds: int = MAX_ROUNDS
     time_budget: float = TIME_BUDGET_SECONDS
 
@@ -185,7 +186,7 @@ def _build_float_layers(session: RepairSession, finding: Finding, target: Path, 
     if finding.repair.action == "dequantise":
         path = restore_all_float(target, reference, session.work)
         return Candidate(path, None, [(finding, "restored every quantised layer to float32")]) if path else None
-    search = keep_fewest_float(target, reference, session.work, session.validate, session.quick_gap)
+    search = keep_fewest_float(target, reference, session.work, session.validate, session.quick_gap, session.requantise)
     finding.evidence["float_layer_search"] = {"ranking": search.ranking, "tried": [vars(t) for t in search.tried]}
     return Candidate(search.path, None, [(finding, search.describe())]) if search.path else None
 
@@ -264,9 +265,12 @@ _TFLITE = _Editor(_tflite_load, _tflite_apply, _tflite_save)
 def _why_not(session: RepairSession, finding: Finding, target: Path, onnx_source: Path | None) -> str:
     if finding.repair is None:
         return "no repair proposed"
+    if finding.repair.action == "keep_float" and "float_layer_search" in finding.evidence:
+        tried = finding.evidence["float_layer_search"]["tried"]
+        return f"no set of float layers verified ({len(tried)} sets tried, up to all {max((t['layers'] for t in tried), default=0)})"
     if finding.repair.action == "rerun_converter" and session.reconvert is None:
         return "needs the conversion route (use `safeconvert convert`)"
-    if session.target_format is not Format.ONNX and onnx_source is None:
+    if session.target_format is Format.TORCHSCRIPT and onnx_source is None:
         return f"no editable ONNX form of the {session.target_format.value} target"
     return f"'{finding.repair.action}' could not be applied to this model"
 

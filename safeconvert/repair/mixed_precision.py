@@ -81,8 +81,13 @@ class _Models:
 
 
 def keep_fewest_float(target: Path, float_reference: Path, work: Path, validate: Callable[[Path], Validation],
-                      quick_gap: Callable[[Path], float]) -> MixedPrecision:
-    """Search the smallest sensitivity-ranked set of float layers that verifies."""
+                      quick_gap: Callable[[Path], float],
+                      requantise: Callable[[list[str], Path], Path] | None = None) -> MixedPrecision:
+    """Search the smallest sensitivity-ranked set of float layers that verifies.
+
+    Full-integer models quantise activations too: a layer kept float between int8 neighbours still sees
+    int8 inputs, so when `requantise` is given (re-run the converter keeping the named layers float, with
+    float activations around them) candidates are made that way; the cheap per-layer probes only rank."""
     result = MixedPrecision(None, model_bytes=target.stat().st_size)
     models = _Models.read(target, float_reference)
     if models is None:
@@ -95,7 +100,7 @@ def keep_fewest_float(target: Path, float_reference: Path, work: Path, validate:
     while low <= high:  # smallest verifying prefix (sensitivity makes it close to monotone; validation decides)
         middle = (low + high) // 2
         chosen = order[:middle]
-        path = models.with_float(chosen, work / f"mixed-k{middle}.tflite")
+        path = _candidate(models, chosen, work / f"mixed-k{middle}.tflite", requantise)
         validation = validate(path)
         added = sum(models.layers[i].float32_bytes - models.layers[i].weight_bytes for i in chosen)
         result.tried.append(FloatChoice(middle, added, validation.metrics.top1_mismatches, validation.metrics.max_abs_diff,
@@ -108,6 +113,13 @@ def keep_fewest_float(target: Path, float_reference: Path, work: Path, validate:
         result.path, chosen, result.added_bytes = best
         result.kept_float = [short_name(models.layers[i].output) for i in chosen]
     return result
+
+
+def _candidate(models: _Models, chosen: list[int], out: Path, requantise) -> Path:
+    full_integer = any(models.layers[i].activation_type != "FLOAT32" for i in chosen)
+    if full_integer and requantise is not None:
+        return requantise([models.layers[i].output for i in chosen], out)
+    return models.with_float(chosen, out)
 
 
 def restore_all_float(target: Path, float_reference: Path, work: Path) -> Path | None:

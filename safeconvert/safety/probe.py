@@ -5,8 +5,9 @@ ONNX Runtime and LiteRT parse model files in C++. A corrupted or hostile file ca
 end the run without a message or an exit code from the contract. Both runtimes start in about 0.2 s, so
 every ONNX and TFLite file is first loaded and run once in a child; the real load happens only if the
 child loaded it without error (an error there is reported, not retried in-process: a fuzzed .tflite that
-raised in one process segfaulted in another). TensorFlow and PyTorch loads are not probed: their start-up takes seconds, and their file
-parsers are Python or checked archives (fuzzing them here produced exceptions, never crashes).
+raised in one process segfaulted in another). TensorFlow and PyTorch loads are not probed: their start-up
+takes seconds, and their file parsers are Python or checked archives (fuzzing them here produced
+exceptions, never crashes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from ..errors import BadInputError
 from ..formats import Format
+from . import probe_child
 from .probe_child import LOAD_FAILED, REFUSED
 
 PROBE_TIMEOUT = 180.0  # seconds: generous for a large model on a busy machine, finite for a hostile one
@@ -48,7 +50,9 @@ def _identity(path: Path) -> tuple:
 
 
 def _run_probe(path: Path, fmt: Format) -> None:
-    command = [sys.executable, "-m", "safeconvert.safety.probe_child", fmt.value, str(path)]
+    # Run as a script in isolated mode: it imports nothing of safeconvert, and nothing from the current
+    # directory or PYTHONPATH (a `safeconvert/` folder there must not be what runs).
+    command = [sys.executable, "-I", probe_child.__file__, fmt.value, str(path)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
                                 stdin=subprocess.DEVNULL, env=_child_environment())

@@ -1,7 +1,7 @@
 """The child side of `probe.probe_in_child`: load one model with its native runtime and run it once.
 
-Run as `python -m safeconvert.safety.probe_child FORMAT PATH`. The exit status tells the parent what to do,
-with a one-line message on stdout:
+Run as `python -I probe_child.py FORMAT PATH` (a script that imports nothing of safeconvert). The exit status
+tells the parent what to do, with a one-line message on stdout:
 
 * 0: loaded and ran (or its input was too large to build, which the parent refuses on its own);
 * REFUSED: a structural check failed, or one image exhausted the child's address-space limit;

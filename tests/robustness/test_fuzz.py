@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from safeconvert.errors import BadInputError
 from safeconvert.formats import Format, detect_format
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True,
+                database=None)
 pytestmark = pytest.mark.timeout(300)
 
 MEMBER_NAMES = ("config.json", "model.weights.h5", "metadata.json", "m/archive_format", "m/models/model.json",
