@@ -73,16 +73,7 @@ def torch_small_cnn(seed: int = 0):
         nn.Flatten(),
         nn.Linear(32, CLASSES),
     )
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-    return model.eval()
+    return _with_seeded_batch_norm(model, seed)
 
 
 def keras_small_flatten_cnn(seed: int = 0):
@@ -137,6 +128,14 @@ def torch_small_pool_cnn(seed: int = 0):
         nn.Flatten(),
         nn.Linear(32, CLASSES),
     )
+    return _with_seeded_batch_norm(model, seed)
+
+
+def _with_seeded_batch_norm(model, seed: int):
+    """Seeded non-trivial BatchNorm statistics (so folding them matters), model in eval mode."""
+    import torch
+    from torch import nn
+
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
