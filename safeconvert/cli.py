@@ -51,6 +51,14 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def _run_and_exit(run, quiet: bool, as_json: bool) -> None:
+    """Run one command (errors as JSON too when --json), show its outcome, exit with the report's code."""
+    with json_errors(as_json):
+        outcome = run()
+    show_outcome(outcome, quiet, as_json)
+    raise typer.Exit(outcome.report.exit_code)
+
+
 @app.command()
 def convert(
     source: Path = typer.Argument(..., help="Source model: .keras/.h5, SavedModel directory, .onnx, .tflite, .pt2 or .pt."),
@@ -90,10 +98,7 @@ def convert(
     )
     request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), options,
                              force, allow_unverified, report, trust_model_code, repair=not no_repair)
-    with json_errors(as_json):
-        outcome = convert_if_needed(request)
-    show_outcome(outcome, quiet, as_json)
-    raise typer.Exit(outcome.report.exit_code)
+    _run_and_exit(lambda: convert_if_needed(request), quiet, as_json)
 
 
 @app.command()
@@ -114,11 +119,8 @@ def check(
     from .pipeline import CheckRequest, run_check
     from .validators.verdict import Thresholds
 
-    with json_errors(as_json):
-        outcome = run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
-                                         report, trust_model_code))
-    show_outcome(outcome, quiet, as_json)
-    raise typer.Exit(outcome.report.exit_code)
+    _run_and_exit(lambda: run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol),
+                                                 parse_shape(input_shape), report, trust_model_code)), quiet, as_json)
 
 
 @app.command()
@@ -142,10 +144,7 @@ def localize(
 
     request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
                             report, trust_model_code, keep_quantisation=keep_quantisation)
-    with json_errors(as_json):
-        outcome = run_localize(request)
-    show_outcome(outcome, quiet, as_json)
-    raise typer.Exit(outcome.report.exit_code)
+    _run_and_exit(lambda: run_localize(request), quiet, as_json)
 
 
 @app.command()
@@ -173,10 +172,7 @@ def repair(
     request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
                             report, trust_model_code, output=output, force=force, allow_unverified=allow_unverified,
                             keep_quantisation=keep_quantisation)
-    with json_errors(as_json):
-        outcome = run_repair(request)
-    show_outcome(outcome, quiet, as_json)
-    raise typer.Exit(outcome.report.exit_code)
+    _run_and_exit(lambda: run_repair(request), quiet, as_json)
 
 
 @app.command()
