@@ -66,3 +66,14 @@ def route_table(converters: list[Converter] | None = None) -> list[dict]:
                 "why": "; ".join(missing) or "ok",
             })
     return rows
+
+
+def hop_alternatives(chosen: Converter, from_format: Format,
+                     converters: list[Converter] | None = None) -> list[Converter]:
+    """Every registered converter that makes the same hop as `chosen`, `chosen` first, then by preference.
+
+    The pipeline falls back along this list when a hop's converter fails or its output cannot be verified.
+    """
+    converters = converters if converters is not None else registered_converters()
+    same_hop = [c for c in converters if from_format in c.sources and c.target == chosen.target]
+    return [chosen] + [c for c in same_hop if c.name != chosen.name]
