@@ -1,0 +1,125 @@
+"""One case, in its own process (so its peak memory is its own): run safeconvert, then check on the hold-out.
+
+    python -m safeconvert.evaluation.child CASE.json RESULT.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .cases import Case
+from .prepare import Prepared
+
+TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt", "savedmodel": ""}
+QUANTISATION_OPTIONS = {
+    "tflite-dynamic-range": {"tflite_optimizations": ["DEFAULT"]},
+    "tflite-float16": {"tflite_optimizations": ["DEFAULT"], "tflite_supported_types": ["float16"]},
+    "tflite-int8": {"tflite_optimizations": ["DEFAULT"], "tflite_int8": True},
+}
+
+
+def run(case: Case, prepared: Prepared, folder: Path) -> dict:
+    """The case's safeconvert report, the injected fault, and the hold-out checks before and after."""
+    from ..errors import SafeConvertError, one_line
+    from ..faults import FaultNotApplicableError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    output = folder / f"out{TARGET_SUFFIX[case.target]}"
+    result: dict = {"case": case.to_dict(), "expected_category": case.expected_category}
+    missing = _missing_source(case, prepared)
+    if missing:
+        return {**result, "error": missing, "status": "not applicable"}
+    try:
+        report, faulty, fault = _safeconvert(case, prepared, folder, output)
+    except FaultNotApplicableError as exc:
+        return {**result, "error": one_line(exc), "status": "not applicable"}
+    except SafeConvertError as exc:
+        return {**result, "error": one_line(exc), "exit_code": exc.exit_code}
+    result.update(report=report.to_dict(), fault=fault)
+    if faulty is not None:
+        result["holdout_before"] = _holdout(case, prepared, faulty)
+    if output.exists():
+        result["holdout_after"] = _holdout(case, prepared, output)
+    return result
+
+
+def _missing_source(case: Case, prepared: Prepared) -> str | None:
+    """Why the model this case starts from does not exist (its clean conversion failed), or None."""
+    needed = {case.source, "onnx" if case.target == "torchscript" and case.fault_kind else case.source}
+    if case.scenario == "injected" and case.target != "torchscript":
+        needed.add(case.target)
+    for key in sorted(needed):
+        if key not in prepared.sources:
+            return f"no {key} model to start from: {prepared.problems.get(key, 'not made for this model')}"
+    return None
+
+
+def _safeconvert(case: Case, prepared: Prepared, folder: Path, output: Path):
+    if case.scenario == "injected":
+        faulty, fault = _plant(case, prepared, folder)
+        return _repair(case, prepared, faulty, output), faulty, fault
+    return _convert(case, prepared, output), None, None
+
+
+def _convert(case: Case, prepared: Prepared, output: Path):
+    from ..pipeline import ConvertRequest, run_convert
+    from ..wrappers.base import ConversionOptions
+
+    options = ConversionOptions(**QUANTISATION_OPTIONS.get(case.scenario, {}), keep_quantisation=case.keep_quantisation)
+    request = ConvertRequest(Path(prepared.sources[case.source]), output, target_format=case.target,
+                             calib=prepared.repair_photos, preprocess=prepared.preset, options=options, force=True,
+                             trust_model_code=case.target == "torchscript")
+    return run_convert(request).report
+
+
+def _plant(case: Case, prepared: Prepared, folder: Path) -> tuple[Path, dict]:
+    """The clean target of this route with one seeded fault planted."""
+    from dataclasses import asdict
+
+    from ..faults import inject, inject_torch
+
+    faulty = folder / f"faulty{TARGET_SUFFIX[case.target]}"
+    if case.target == "torchscript":
+        fault = inject_torch(Path(prepared.sources["onnx"]), faulty, case.fault_kind, seed=case.seed)
+    else:
+        fault = inject(Path(prepared.sources[case.target]), faulty, case.fault_kind, seed=case.seed)
+    described = asdict(fault)
+    described["category"] = fault.category.value
+    return faulty, described
+
+
+def _repair(case: Case, prepared: Prepared, faulty: Path, output: Path):
+    from ..pipeline import RepairRequest, run_repair
+
+    request = RepairRequest(Path(prepared.sources[case.source]), faulty, calib=prepared.repair_photos,
+                            preprocess=prepared.preset, trust_model_code=case.target == "torchscript",
+                            output=output, force=True)
+    return run_repair(request).report
+
+
+def _holdout(case: Case, prepared: Prepared, target: Path) -> dict:
+    """Validation of `target` against the case's own source on the photos repair never saw."""
+    from ..errors import SafeConvertError, one_line
+    from ..pipeline import CheckRequest, run_check
+
+    request = CheckRequest(Path(prepared.sources[case.source]), target, calib=prepared.holdout_photos,
+                           preprocess=prepared.preset, trust_model_code=case.target == "torchscript")
+    try:
+        report = run_check(request).report
+    except SafeConvertError as exc:
+        return {"error": one_line(exc)}
+    return {"metrics": report.metrics, "verdict": report.verdict}
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    case, prepared = Case(**spec["case"]), Prepared.from_dict(spec["prepared"])
+    result = run(case, prepared, Path(spec["folder"]))
+    Path(argv[1]).write_text(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,81 @@
+"""Run each case in a child process with a time limit, and measure its wall time and peak memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .cases import Case
+from .prepare import Prepared, prepare
+from .results import CaseResult, case_result
+
+DEFAULT_CASE_TIMEOUT = 1200.0  # seconds
+
+
+def run_cases(cases: list[Case], work: Path, timeout: float = DEFAULT_CASE_TIMEOUT,
+              on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+    """Every case, model by model (each model's sources are prepared once)."""
+    results = []
+    for model, model_cases in _by_model(cases):
+        prepared = prepare(model, work)
+        for case in model_cases:
+            result = run_case(case, prepared, work / model / case.case_id, timeout)
+            results.append(result)
+            if on_result:
+                on_result(result)
+    return results
+
+
+def _by_model(cases: list[Case]) -> Iterator[tuple[str, list[Case]]]:
+    models = list(dict.fromkeys(case.model for case in cases))
+    for model in models:
+        yield model, [case for case in cases if case.model == model]
+
+
+def run_case(case: Case, prepared: Prepared, folder: Path, timeout: float) -> CaseResult:
+    """One case in its own process; a crash or a time-out is a result too, not an exception."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec, result_path, log = folder / "case.json", folder / "result.json", folder / "stderr.log"
+    fields = {k: v for k, v in case.to_dict().items() if k != "case_id"}
+    spec.write_text(json.dumps({"case": fields, "prepared": prepared.to_dict(), "folder": str(folder / "run")}))
+    result_path.unlink(missing_ok=True)
+    started = time.perf_counter()
+    with open(log, "wb") as stderr:
+        child = subprocess.Popen([sys.executable, "-m", "safeconvert.evaluation.child", str(spec), str(result_path)],
+                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        status, peak_mib = _wait(child, timeout)
+    seconds = time.perf_counter() - started
+    if status == "timeout" or not result_path.exists():
+        why = f"timed out after {timeout:.0f} s" if status == "timeout" else f"crashed: {_last_line(log)}"
+        raw = {"case": case.to_dict(), "error": why, "status": "timeout" if status == "timeout" else "error",
+               "expected_category": case.expected_category}
+    else:
+        raw = json.loads(result_path.read_text())
+    return case_result(raw, seconds, peak_mib)
+
+
+def _wait(child: subprocess.Popen, timeout: float) -> tuple[str, float]:
+    """Reap the child with wait4 (its rusage holds the peak RSS of it and its descendants); kill it at timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, _, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = 0
+            return "exited", usage.ru_maxrss / 1024
+        if time.monotonic() > deadline:
+            os.killpg(child.pid, signal.SIGKILL)
+            _, _, usage = os.wait4(child.pid, 0)
+            child.returncode = -9
+            return "timeout", usage.ru_maxrss / 1024
+        time.sleep(0.2)
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"

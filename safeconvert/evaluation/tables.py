@@ -1,0 +1,89 @@
+"""The evaluation's outputs: a markdown table, a JSON document, and the totals in words."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+from .cases import MODEL_NOTES
+from .prepare import HOLDOUT_EVERY
+from .results import CaseResult, Totals, totals
+
+
+def write_outputs(results: list[CaseResult], folder: Path, quick: bool) -> Totals:
+    """results.md, results.json (and the plot, see plot.py) in `folder`; returns the totals."""
+    from .plot import plot_before_after
+
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = totals(results)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    document = {"run": stamp, "quick": quick, "python": platform.python_version(), "machine": _machine(),
+                "models": {m: MODEL_NOTES.get(m, "") for m in dict.fromkeys(r.model for r in results)},
+                "totals": summary.to_dict(), "cases": [r.to_dict() for r in results]}
+    (folder / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    (folder / "results.md").write_text(markdown(results, summary, stamp) + "\n")
+    plot_before_after(results, folder / "results.png")
+    return summary
+
+
+def _machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores"
+
+
+def totals_sentence(summary: Totals) -> str:
+    return (f"faults repaired / faults detected: {summary.faults_repaired}/{summary.faults_detected}; "
+            f"cases fully repaired (repair and hold-out photos) / faulty cases: "
+            f"{summary.cases_fully_repaired}/{summary.faulty_cases}; "
+            f"injected faults localized to the planted category: {summary.localized_right}/{summary.injected_faulty}; "
+            f"false repairs on clean conversions: {summary.false_repairs}/{summary.clean_cases}; "
+            f"errors: {summary.errors}; not applicable: {summary.not_applicable}")
+
+
+def markdown(results: list[CaseResult], summary: Totals, stamp: str) -> str:
+    models = dict.fromkeys(r.model for r in results)
+    lines = [f"# safeconvert evaluation ({stamp})", "",
+             *[f"- **{m}**: {MODEL_NOTES.get(m, '')}" for m in models],
+             f"- Repair used the packaged photos minus every {HOLDOUT_EVERY}th; those held-out photos were never "
+             "seen by repair and are checked afterwards (`hold-out`).", "",
+             f"**Totals.** {totals_sentence(summary)}.", "",
+             "| model | route | scenario | fault | mismatch before | findings | repairs | mismatch after "
+             "| hold-out before -> after | max abs diff before -> after | s | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_row(r) for r in results]
+    return "\n".join(lines)
+
+
+def _row(r: CaseResult) -> str:
+    if r.status != "ok":
+        return (f"| {r.model} | {r.route} | {r.scenario} | {r.fault_kind or '-'} | {r.status}: {_escape(r.error)} "
+                f"| | | | | | {r.seconds:.0f} | {r.peak_mib:.0f} |")
+    findings = ", ".join(f"{c} x{n}" if n > 1 else c for c, n in r.findings.items()) or "-"
+    if r.expected_category and r.top_category:
+        right = r.top_category == r.expected_category
+        findings += " (first is right)" if right else f" (first is {r.top_category}, planted {r.expected_category})"
+    return (f"| {r.model} | {r.route} | {r.scenario} | {r.fault_kind or '-'} | {_share(r.mismatch_before, r.images)} "
+            f"| {findings} | {', '.join(r.repairs_applied) or '-'} | {_share(r.mismatch_after, r.images)} "
+            f"| {_count(r.holdout_before)} -> {_count(r.holdout_after)} of {r.holdout_images} "
+            f"| {_float(r.max_abs_before)} -> {_float(r.max_abs_after)} | {r.seconds:.0f} | {r.peak_mib:.0f} |")
+
+
+def _share(count: int | None, images: int) -> str:
+    if count is None:
+        return "-"
+    return f"{count}/{images} ({100 * count / images:.0f}%)" if images else str(count)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _float(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _escape(text: str | None) -> str:
+    return (text or "").replace("|", "/")[:160]
