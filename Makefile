@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-fast clean
+.PHONY: install browser demo test test-fast clean onnx-tf-env
 
 install: $(VENV)/.installed
 
@@ -18,13 +18,30 @@ $(VENV)/.installed: pyproject.toml requirements/no-deps.txt
 	$(PIP) install --no-deps -r requirements/no-deps.txt
 	touch $@
 
+# onnx-tf 1.10 cannot live beside the frameworks above (it needs TF 2.15 and onnx 1.18): it gets its own
+# interpreter, used with `--converter-env onnx-tf=.venv-onnx-tf/bin/python` (about 1.4 GB, a minute or two).
+ONNX_TF_VENV ?= .venv-onnx-tf
+ONNX_TF_PYTHON ?= python3.11
+
+onnx-tf-env: $(ONNX_TF_VENV)/.installed
+
+$(ONNX_TF_VENV)/.installed: requirements/onnx-tf-env.txt
+	$(ONNX_TF_PYTHON) -m venv $(ONNX_TF_VENV)
+	$(ONNX_TF_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements/onnx-tf-env.txt
+	touch $@
+
 demo: install
 	$(VENV)/bin/safeconvert demo
 
-test: install
+# The HTML report tests render pages in a real headless browser (Debian's chromium); installed once.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
+
+test: install browser onnx-tf-env
 	$(PY) -m pytest -n 2 tests
 
-test-fast: install
+test-fast: install browser onnx-tf-env
 	$(PY) -m pytest -m "not slow" tests
 
 clean:

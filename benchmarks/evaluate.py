@@ -7,6 +7,7 @@ results.png to --out (default: results/) and prints the totals.
     .venv/bin/python benchmarks/evaluate.py                       # the full run (hours on 2 cores)
     .venv/bin/python benchmarks/evaluate.py --quick --models small   # the fast subset (a few minutes)
     .venv/bin/python benchmarks/evaluate.py --models mobilenet_v2 --only injected
+    .venv/bin/python benchmarks/evaluate.py --work ~/eval --resume  # continue an interrupted run
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="only scenarios containing this text (e.g. injected, clean, tflite)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (kept; models are reused from it)")
+    parser.add_argument("--resume", action="store_true", help="with --work: keep the cases an earlier run finished there")
     parser.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT)
     args = parser.parse_args()
     cases = evaluation_cases(args.models.split(","), quick=args.quick)
@@ -34,7 +36,7 @@ def main() -> None:
         cases = [c for c in cases if args.only in c.case_id]
     work = args.work or Path(tempfile.mkdtemp(prefix="safeconvert-evaluate-"))
     print(f"{len(cases)} cases; scratch in {work}", flush=True)
-    results = run_cases(cases, work, args.case_timeout, on_result=_print_row)
+    results = run_cases(cases, work, args.case_timeout, on_result=_print_row, resume=args.resume)
     summary = write_outputs(results, args.out, args.quick)
     print(totals_sentence(summary))
     print(f"table: {args.out / 'results.md'}  plot: {args.out / 'results.png'}")

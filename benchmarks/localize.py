@@ -37,9 +37,17 @@ def build_source(model: str, work: Path) -> tuple[Path, str]:
     return path, "tf"
 
 
-def one_case(source: str, faulty: str, preset: str, out: str) -> None:
-    """Child process: repair one faulty conversion and print its figures as JSON."""
+def one_case(source: str, faulty: str, preset: str, out: str, mode: str = "current") -> None:
+    """Child process: repair one faulty conversion and print its figures as JSON.
+
+    mode "baseline" repairs as before the speedups: activations always traced, on 4 images."""
     from safeconvert.pipeline import RepairRequest, run_repair
+
+    if mode == "baseline":
+        from safeconvert.localize import engine
+        from safeconvert.repair import loop
+
+        loop.STATIC_FIRST, engine.DIVERGENCE_IMAGES = False, 4
 
     started = time.perf_counter()
     report = run_repair(RepairRequest(Path(source), Path(faulty), preprocess=preset, output=Path(out), force=True)).report
@@ -47,6 +55,7 @@ def one_case(source: str, faulty: str, preset: str, out: str) -> None:
         "seconds": time.perf_counter() - started,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "timings": report.timings,
+        "stages": {k: v for k, v in report.timings.items() if k.startswith("repair:")},
         "before": (report.metrics_before_repair or report.metrics)["top1_mismatches"],
         "after": report.metrics["top1_mismatches"],
         "found": [f["category"] for f in report.findings[:1]],
@@ -59,16 +68,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mobilenet_v2,resnet101")
     parser.add_argument("--kinds", default=",".join(KINDS.values()))
-    parser.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, help="also write every case's figures here")
+    parser.add_argument("--compare", action="store_true", help="run each case also as before the speedups")
+    parser.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         one_case(*args.case)
         return
-    from safeconvert.faults import KINDS as ALL_KINDS, inject
+    from safeconvert.faults import inject
     from safeconvert.pipeline import ConvertRequest, run_convert
 
     work = Path(tempfile.mkdtemp(prefix="sc-localize-"))
-    print(f"{'model':<13} {'category':<4} {'fault':<20} {'labels':>9} {'found':>6} {'repaired':>9} {'total s':>8} "
+    results: list[dict] = []
+    print(f"{'model':<13} {'category':<4} {'fault':<20} {'mode':<8} {'labels':>9} {'found':>6} {'repaired':>9} {'total s':>8} "
           f"{'localize s':>11} {'repair s':>9} {'peak MiB':>9}")
     for model in args.models.split(","):
         source, preset = build_source(model, work)
@@ -78,18 +90,44 @@ def main() -> None:
         for kind in args.kinds.split(","):
             faulty = work / f"{model}-{kind}.onnx"
             inject(clean, faulty, kind, seed=0)
-            child = subprocess.run([sys.executable, __file__, "--case", str(source), str(faulty), preset,
-                                    str(work / f"{model}-{kind}-fixed.onnx")], capture_output=True, text=True)
-            if child.returncode not in (0, 1):
-                print(f"{model:<13} {kind}: failed: {child.stderr.strip().splitlines()[-1:]}")
-                continue
-            r = json.loads(child.stdout.strip().splitlines()[-1])
-            t = r["timings"]
-            print(f"{model:<13} {ALL_KINDS[kind].category.value:<4} {kind:<20} {r['before']:>3} -> {r['after']:<3} "
-                  f"{','.join(r['found']) or '-':>6} {','.join(r['applied']) or '-':>9} {r['seconds']:8.1f} "
-                  f"{t.get('repair:localize', 0):11.1f} {t.get('repair:repair', 0):9.1f} {r['peak_mib']:9.0f}")
+            for mode in (["baseline", "current"] if args.compare else ["current"]):
+                run_case(model, kind, mode, source, faulty, preset, work, results)
         print(f"  target for {model}: localize+repair <= {TARGETS_SECONDS.get(model, 0):.0f} s per fault")
     print(f"(run on {time.strftime('%Y-%m-%d %H:%M')}; files in {work})")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def run_case(model: str, kind: str, mode: str, source: Path, faulty: Path, preset: str, work: Path,
+             results: list[dict]) -> None:
+    """One repair in a child process (its own peak memory); print its row and stage line."""
+    from safeconvert.faults import KINDS as ALL_KINDS
+
+    child = subprocess.run([sys.executable, __file__, "--case", str(source), str(faulty), preset,
+                            str(work / f"{model}-{kind}-fixed.onnx"), mode], capture_output=True, text=True)
+    if child.returncode not in (0, 1):
+        print(f"{model:<13} {kind}: failed: {child.stderr.strip().splitlines()[-1:]}")
+        return
+    r = json.loads(child.stdout.strip().splitlines()[-1])
+    results.append({"model": model, "kind": kind, "mode": mode, **r})
+    t = r["timings"]
+    print(f"{model:<13} {ALL_KINDS[kind].category.value:<4} {kind:<20} {mode:<8} {r['before']:>3} -> {r['after']:<3} "
+          f"{','.join(r['found']) or '-':>6} {','.join(r['applied']) or '-':>9} {r['seconds']:8.1f} "
+          f"{t.get('repair:localize', 0):11.1f} {t.get('repair:repair', 0):9.1f} {r['peak_mib']:9.0f}", flush=True)
+    print(f"{'':<13} stages: {stage_line(t)}", flush=True)
+
+
+STAGES = ["tool", "runtime", "input", "import_and_align", "source:import", "source:normalise", "target:import",
+          "target:normalise", "static", "activations", "source:compile", "source:vm_init", "target:compile",
+          "target:vm_init", "source:run_per_image"]
+
+
+def stage_line(timings: dict) -> str:
+    """Seconds per localization stage (summed over repair rounds) and per TVM step, where they ran."""
+    parts = [f"{name}={timings[f'repair:localize:{name}']:.2f}" for name in STAGES
+             if f"repair:localize:{name}" in timings]
+    validate = timings.get("validate", 0.0)
+    return " ".join([f"validate={validate:.2f}", *parts])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import typer
 
 from .cli_output import JsonOption, QuietOption, json_errors, show_outcome
 from .errors import EXIT_BAD_INPUT, BadInputError, SafeConvertError, one_line
+from .html_report.alongside import check_page_path, html_written
 from .quiet import unraisable_silenced
 from .safety.disk import disk_problem
 from .safety.signals import EXIT_TERMINATED, Terminated, sigterm_unwinds
@@ -29,6 +30,8 @@ CalibOption = typer.Option(None, "--calib", help="Calibration images: a director
                            "Default: the 42 photos shipped with safeconvert.")
 PreprocessOption = typer.Option(None, "--preprocess", help="torch | tf | caffe | raw | none (default: by source framework).")
 ReportOption = typer.Option(None, "--report", help="Write the JSON report here.")
+HtmlOption = typer.Option(None, "--html", help="Write a self-contained HTML report here (verdict, findings, "
+                          "per-layer divergence plot, the photos whose label changed).")
 MaxMismatchOption = typer.Option(0, "--max-mismatch", min=0, help="Top-1 label changes allowed for a verified verdict.")
 RtolOption = typer.Option(1e-3, "--rtol", min=0.0, help="Allowed max |diff| as a fraction of the source's output range.")
 InputShapeOption = typer.Option(None, "--input-shape", help="Input shape for models that record none, e.g. 1,3,224,224.")
@@ -37,6 +40,13 @@ KeepQuantisationOption = typer.Option(
     "in float instead of undoing it.")
 TrustOption = typer.Option(False, "--trust-model-code", help="Load models that run code from the file when loaded "
                            "(TorchScript .pt, .pt2 archives that fail the static audit). Only for files you trust.")
+# Isolation of each converter call in a child process (docs/converter-protocol.md)
+HopTimeoutOption = typer.Option(None, "--hop-timeout", help="Seconds a converter may run per hop (default 900); "
+                                "past it the converter is killed and another one for the hop is tried.")
+HopMemoryOption = typer.Option(None, "--hop-memory", help="MB of memory a converter may use per hop (default 80% of RAM).")
+ConverterEnvOption = typer.Option(None, "--converter-env", help="NAME=/path/to/python: run converter NAME in that "
+                                  "interpreter (repeatable; also the converter-env table of safeconvert.toml).")
+ConfigOption = typer.Option(None, "--config", help="TOML file with a converter-env table (default ./safeconvert.toml).")
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -51,9 +61,13 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def _run_and_exit(run, quiet: bool, as_json: bool) -> None:
+def _run_and_exit(run, quiet: bool, as_json: bool, html: Path | None = None) -> None:
     """Run one command (errors as JSON too when --json), show its outcome, exit with the report's code."""
-    with json_errors(as_json):
+    from . import progress
+
+    with json_errors(as_json), progress.shown(progress.wanted(quiet, as_json)):  # bars only on a terminal
+        if html is not None:
+            check_page_path(html)  # before a long run, not after it
         outcome = run()
     show_outcome(outcome, quiet, as_json)
     raise typer.Exit(outcome.report.exit_code)
@@ -79,10 +93,16 @@ def convert(
     trust_model_code: bool = TrustOption,
     no_repair: bool = typer.Option(False, "--no-repair", help="Only validate: do not localize and repair a disagreeing conversion."),
     keep_quantisation: bool = KeepQuantisationOption,
+    html: Optional[Path] = HtmlOption,
+    hop_timeout: Optional[float] = HopTimeoutOption,
+    hop_memory: Optional[int] = HopMemoryOption,
+    converter_env: Optional[list[str]] = ConverterEnvOption,
+    config: Optional[Path] = ConfigOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Convert SOURCE, validate it against SOURCE, and write OUTPUT only if verified (a no-op when OUT is up to date)."""
+    from .hops.settings import with_isolation
     from .pipeline import ConvertRequest
     from .uptodate import convert_if_needed
     from .validators.verdict import Thresholds
@@ -96,9 +116,11 @@ def convert(
         input_shape=parse_shape(input_shape),
         keep_quantisation=keep_quantisation,
     )
-    request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), options,
-                             force, allow_unverified, report, trust_model_code, repair=not no_repair)
-    _run_and_exit(lambda: convert_if_needed(request), quiet, as_json)
+    with html_written(html, report) as report:
+        request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), options,
+                                 force, allow_unverified, report, trust_model_code, repair=not no_repair,
+                                 trace_divergence=html is not None)
+        _run_and_exit(lambda: convert_if_needed(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html)
 
 
 @app.command()
@@ -112,6 +134,7 @@ def check(
     rtol: float = RtolOption,
     input_shape: Optional[str] = InputShapeOption,
     trust_model_code: bool = TrustOption,
+    html: Optional[Path] = HtmlOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -119,8 +142,9 @@ def check(
     from .pipeline import CheckRequest, run_check
     from .validators.verdict import Thresholds
 
-    _run_and_exit(lambda: run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol),
-                                                 parse_shape(input_shape), report, trust_model_code)), quiet, as_json)
+    with html_written(html, report) as report:
+        _run_and_exit(lambda: run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol),
+                                                     parse_shape(input_shape), report, trust_model_code)), quiet, as_json, html)
 
 
 @app.command()
@@ -135,6 +159,7 @@ def localize(
     input_shape: Optional[str] = InputShapeOption,
     trust_model_code: bool = TrustOption,
     keep_quantisation: bool = KeepQuantisationOption,
+    html: Optional[Path] = HtmlOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -142,9 +167,10 @@ def localize(
     from .pipeline import RepairRequest, run_localize
     from .validators.verdict import Thresholds
 
-    request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
-                            report, trust_model_code, keep_quantisation=keep_quantisation)
-    _run_and_exit(lambda: run_localize(request), quiet, as_json)
+    with html_written(html, report) as report:
+        request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
+                                report, trust_model_code, keep_quantisation=keep_quantisation)
+        _run_and_exit(lambda: run_localize(request), quiet, as_json, html)
 
 
 @app.command()
@@ -162,25 +188,50 @@ def repair(
     allow_unverified: bool = typer.Option(False, "--allow-unverified", help="Write OUT even when the repair does not verify."),
     trust_model_code: bool = TrustOption,
     keep_quantisation: bool = KeepQuantisationOption,
+    html: Optional[Path] = HtmlOption,
+    hop_timeout: Optional[float] = HopTimeoutOption,
+    hop_memory: Optional[int] = HopMemoryOption,
+    converter_env: Optional[list[str]] = ConverterEnvOption,
+    config: Optional[Path] = ConfigOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Localize and repair an existing conversion TARGET; write OUT only once it is verified against SOURCE."""
+    from .hops.settings import with_isolation
     from .pipeline import RepairRequest, run_repair
     from .validators.verdict import Thresholds
 
-    request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
-                            report, trust_model_code, output=output, force=force, allow_unverified=allow_unverified,
-                            keep_quantisation=keep_quantisation)
-    _run_and_exit(lambda: run_repair(request), quiet, as_json)
+    with html_written(html, report) as report:
+        request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
+                                report, trust_model_code, output=output, force=force, allow_unverified=allow_unverified,
+                                keep_quantisation=keep_quantisation, trace_divergence=html is not None)
+        _run_and_exit(lambda: run_repair(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html)
+
+
+@app.command("report")
+def report_page(
+    report_json: Path = typer.Argument(..., help="A JSON report written with --report."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the HTML page."),
+) -> None:
+    """Render a JSON report as one self-contained HTML page: verdict, route, metrics, findings, divergence plot, photos."""
+    from .html_report import html_from_json
+    from .html_report.alongside import check_page_path
+
+    check_page_path(output, "--output")
+    html_from_json(report_json, output)
+    print(f"wrote {output}")
 
 
 @app.command()
-def routes() -> None:
+def routes(
+    converter_env: Optional[list[str]] = ConverterEnvOption,
+    config: Optional[Path] = ConfigOption,
+) -> None:
     """The converters found here, their versions, and which routes work (and why not)."""
     from .environment import print_routes
+    from .hops.envs import converter_envs
 
-    print_routes()
+    print_routes(interpreters=converter_envs(converter_env, config).pythons)
 
 
 @app.command()

@@ -17,7 +17,9 @@ COMPONENTS = [
     ("onnxruntime", "ONNX runner"),
     ("onnxscript", "torch.onnx dynamo exporter"),
     ("tf2onnx", "Keras / SavedModel / TFLite -> ONNX"),
-    ("onnx2torch", "ONNX -> PyTorch"),
+    ("onnx2torch", "ONNX -> PyTorch (.pt, and .pt2 through torch.export)"),
+    ("onnx2tf", "ONNX -> SavedModel / TFLite"),
+    ("tf-keras", "Keras 2, which onnx2tf builds its models with"),
     ("ai-edge-litert", "TFLite runner"),
     ("tflite", "TFLite flatbuffer reader (TVM frontend)"),
     ("apache-tvm", "common representation for localization"),
@@ -59,18 +61,47 @@ def _tvm_status() -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
-def print_routes(console: Console | None = None) -> None:
+def print_routes(console: Console | None = None, interpreters: dict[str, str] | None = None) -> None:
+    """The converters (with the reason one is unusable here), then every ordered pair of formats.
+
+    `interpreters` (--converter-env NAME=PYTHON) points converters that run in an interpreter of their own at it,
+    so their availability is judged there.
+    """
     from .routes import registered_converters, route_table
 
     console = console or Console()
     converters = registered_converters()
+    for converter in converters:
+        python = (interpreters or {}).get(converter.name)
+        if python is not None and hasattr(converter, "use_interpreter"):
+            converter.use_interpreter(python)
     found = Table("converter", "tool", "version", "hop", "usable here")
     for c in converters:
         ok, why = c.availability()
         hop = f"{'/'.join(s.value for s in c.sources)} -> {c.target.value}"
         found.add_row(c.name, c.package, c.version() or "-", hop, "yes" if ok else f"no: {why}")
     console.print(found)
-    table = Table("source", "target", "route", "works here", "why not")
+    table = Table("route", "converters (alternatives)", "works here")
+    notes: dict[str, str] = {}
     for row in route_table(converters):
-        table.add_row(row["source"], row["target"], row["route"] or "-", "yes" if row["works"] else "no", "" if row["works"] else row["why"])
+        route = row["route"] or f"{row['source']} -> {row['target']}"
+        table.add_row(route, _converters_cell(row), "yes" if row["works"] else f"no: {_short_why(row, notes)}")
     console.print(table)
+    for target, why in notes.items():
+        console.print(f"no route to {target}: {why}")
+
+
+def _short_why(row: dict, notes: dict[str, str]) -> str:
+    """The unusable converters by name (their reasons are in the first table), or a note for missing writers."""
+    if row["route"] is None:
+        notes[row["target"]] = row["why"].removeprefix("no converter chain: ")
+        return f"nothing writes {row['target']} (see below)"
+    return "needs " + ", ".join(part.split(":", 1)[0] for part in row["why"].split("; "))
+
+
+def _converters_cell(row: dict) -> str:
+    """Each hop's converter, with the converters that can replace it in parentheses."""
+    hops = []
+    for name, alternatives in zip(row["converters"], row["alternatives"]):
+        hops.append(f"{name} (or {', '.join(alternatives)})" if alternatives else name)
+    return " + ".join(hops) or "-"

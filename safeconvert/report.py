@@ -24,6 +24,7 @@ class Hop:
     seconds: float
     options: dict = field(default_factory=dict)
     numeric_options: list[str] = field(default_factory=list)  # options that change numerics on purpose
+    interpreter: str | None = None  # the Python that ran the converter (its child process), when isolated
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Report:
     metrics_before_repair: dict | None = None
     findings: list[dict] = field(default_factory=list)  # localization, ranked (first = most likely cause)
     repairs: list[dict] = field(default_factory=list)  # every repair tried: applied, rolled back, not applicable
+    converters_tried: list[dict] = field(default_factory=list)  # every converter run per hop, kept or dropped, and why
     divergence: dict | None = None  # per aligned layer error of the target vs the source (first localization)
     localization_notes: list[str] = field(default_factory=list)
     thresholds: dict = field(default_factory=dict)

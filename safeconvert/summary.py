@@ -16,6 +16,11 @@ def class_names() -> list[str]:
     return text.splitlines()
 
 
+def label_names(metrics: dict | None) -> list[str]:
+    """ImageNet names when the model's output has 1000 values; none otherwise (labels are then shown as numbers)."""
+    return class_names() if (metrics or {}).get("output_size") == 1000 else []
+
+
 def label_name(index: int, names: list[str]) -> str:
     return names[index] if len(names) == 1000 and 0 <= index < len(names) else str(index)
 
@@ -93,7 +98,7 @@ def _print_disagreements(report: Report, console: Console, limit: int = 10) -> N
     rows = (report.metrics or {}).get("disagreements", [])
     if not rows:
         return
-    names = class_names()
+    names = label_names(report.metrics)
     console.print(f"images whose top-1 label changed ({len(rows)}):")
     for row in rows[:limit]:
         console.print(f"  {row['image']}: {label_name(row['source_label'], names)} -> {label_name(row['target_label'], names)}"

@@ -6,6 +6,8 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from . import progress
+
 
 class Stopwatch:
     """Collects wall time per named stage (seconds, summed when a stage repeats)."""
@@ -17,6 +19,7 @@ class Stopwatch:
     def stage(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
         try:
-            yield
+            with progress.stage(name):  # a spinner per stage on an interactive terminal, nothing otherwise
+                yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 4)

@@ -11,7 +11,7 @@ import pytest
 
 from safeconvert.evaluation.cases import Case, evaluation_cases
 from safeconvert.evaluation.results import CaseResult, case_result, totals
-from safeconvert.evaluation.tables import markdown, totals_sentence
+from safeconvert.evaluation.tables import markdown, routes_markdown, totals_sentence
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,3 +79,35 @@ def test_fast_subset_runs_and_repairs_every_fault(tmp_path: Path):
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "faults repaired / faults detected" in (out / "results.md").read_text()
     assert "faults repaired / faults detected" in done.stdout
+
+
+def test_resume_keeps_finished_cases_and_retries_failed_ones(tmp_path: Path, monkeypatch):
+    """--resume reuses a finished case's figures without preparing the model again; a crashed case runs again."""
+    from dataclasses import asdict
+
+    from safeconvert.evaluation import runner
+
+    done_case, crashed_case = Case("m", "keras", "onnx", "clean"), Case("m", "keras", "tflite", "clean")
+    finished = case_result(_raw(done_case, None, _metrics(0)), 12.0, 300)
+    crashed = case_result({"case": crashed_case.to_dict(), "error": "boom", "status": "error"}, 3, 1)
+    for case, result in ((done_case, finished), (crashed_case, crashed)):
+        folder = tmp_path / "m" / case.case_id
+        folder.mkdir(parents=True)
+        (folder / runner.MEASURED).write_text(json.dumps(asdict(result)))
+    ran = []
+    monkeypatch.setattr(runner, "prepare", lambda model, work: f"prepared {model}")
+    monkeypatch.setattr(runner, "run_case", lambda case, prepared, folder, timeout: ran.append((case, prepared)) or finished)
+    results = runner.run_cases([done_case, crashed_case], tmp_path, resume=True)
+    assert results[0] == finished and ran == [(crashed_case, "prepared m")]
+
+
+def test_routes_table_has_one_row_per_clean_route_and_model():
+    raw = _raw(Case("m", "keras", "onnx", "clean"), None, _metrics(0))
+    raw["report"]["route"] = [{"converter": "tf2onnx"}]
+    faulty = _raw(Case("m", "onnx", "tflite", "clean"), _metrics(3), _metrics(0), ["TOOL"], ["TOOL"])
+    faulty["report"]["route"] = [{"converter": "onnx2tf-tflite"}]
+    injected = _raw(Case("m", "keras", "onnx", "injected", "stride"), _metrics(5), _metrics(0), ["LH"], ["LH"])
+    table = routes_markdown([case_result(r, 30, 1) for r in (raw, faulty, injected)], "today")
+    assert "| keras -> onnx | m | tf2onnx | 32/32 | 32/32 | 10/10 | 1e-07 | 30 |" in table
+    assert "| onnx -> tflite | m | onnx2tf-tflite | 29/32 | 32/32 | 10/10 |" in table
+    assert "stride" not in table and table.count("\n| ") == 3  # header + two clean routes

@@ -10,7 +10,8 @@ import pytest
 from safeconvert.atomic import check_output_path, move_into_place, scratch_dir
 from safeconvert.errors import BadInputError
 from safeconvert.formats import Format, detect_format, format_for_output, guess_layout
-from safeconvert.routes import plan_route
+from safeconvert.routes import hop_alternatives, plan_route, route_table
+from safeconvert.wrappers.base import ConversionOptions
 
 
 def _zip(path: Path, members: list[str]) -> Path:
@@ -80,11 +81,69 @@ def test_layout_guess():
 def test_route_planning():
     assert [c.name for c in plan_route(Format.KERAS, Format.ONNX)] == ["tf2onnx"]
     assert [c.name for c in plan_route(Format.KERAS, Format.TFLITE)] == ["tflite-converter"]
+    assert [c.name for c in plan_route(Format.KERAS, Format.SAVEDMODEL)] == ["keras-export"]
     assert [c.name for c in plan_route(Format.KERAS, Format.TORCHSCRIPT)] == ["tf2onnx", "onnx2torch"]
-    assert [c.name for c in plan_route(Format.TORCH_EXPORT, Format.ONNX)] == ["torch.onnx"]
+    assert [c.name for c in plan_route(Format.TORCH_EXPORT, Format.ONNX)] == ["torch.onnx-dynamo"]
+    assert [c.name for c in plan_route(Format.TORCHSCRIPT, Format.ONNX)] == ["torch.onnx-torchscript"]
     assert [c.name for c in plan_route(Format.TFLITE, Format.ONNX)] == ["tf2onnx"]
+    assert [c.name for c in plan_route(Format.ONNX, Format.SAVEDMODEL)] == ["onnx2tf"]
+    assert [(c.name, c.target) for c in plan_route(Format.ONNX, Format.TFLITE)] == [("onnx2tf-tflite", Format.TFLITE)]
+    assert [c.name for c in plan_route(Format.ONNX, Format.TORCH_EXPORT)] == ["onnx2torch-export"]
+    assert [c.name for c in plan_route(Format.TFLITE, Format.SAVEDMODEL)] == ["tf2onnx", "onnx2tf"]
+    # onnx2torch cannot read the dynamo exporter's opset-18 graphs: a route into it takes the TorchScript exporter
+    assert [c.name for c in plan_route(Format.TORCH_EXPORT, Format.TORCHSCRIPT)] == ["torch.onnx-torchscript", "onnx2torch"]
+    assert [c.name for c in plan_route(Format.TORCHSCRIPT, Format.TORCH_EXPORT)] == ["torch.onnx-torchscript", "onnx2torch-export"]
     with pytest.raises(BadInputError, match="nothing to convert"):
         plan_route(Format.ONNX, Format.ONNX)
+
+
+def test_torch_dynamo_option_picks_the_preferred_exporter():
+    legacy = ConversionOptions(torch_dynamo=False)
+    assert [c.name for c in plan_route(Format.TORCH_EXPORT, Format.ONNX, options=legacy)] == ["torch.onnx-torchscript"]
+    chosen = plan_route(Format.TORCH_EXPORT, Format.ONNX)[0]
+    assert [c.name for c in hop_alternatives(chosen, Format.TORCH_EXPORT)] == ["torch.onnx-dynamo", "torch.onnx-torchscript"]
+
+
+def test_same_hop_alternatives_are_real_other_converters():
+    keras_onnx = plan_route(Format.KERAS, Format.ONNX)[0]
+    assert [c.name for c in hop_alternatives(keras_onnx, Format.KERAS)] == ["tf2onnx", "tf2onnx-savedmodel"]
+    onnx_savedmodel = plan_route(Format.ONNX, Format.SAVEDMODEL)[0]
+    assert [c.name for c in hop_alternatives(onnx_savedmodel, Format.ONNX)] == ["onnx2tf", "onnx-tf"]
+    # the SavedModel and TFLite entries of onnx2tf are different hops
+    onnx_tflite = plan_route(Format.ONNX, Format.TFLITE)[0]
+    assert [c.target for c in hop_alternatives(onnx_tflite, Format.ONNX)] == [Format.TFLITE]
+
+
+@pytest.mark.parametrize("source", [f for f in Format if f is not Format.KERAS])
+def test_no_route_to_keras_says_why(source: Format):
+    with pytest.raises(BadInputError, match="Keras 3") as raised:
+        plan_route(source, Format.KERAS)
+    assert "TFOpLambda" in str(raised.value)
+
+
+def test_route_table_covers_every_ordered_pair():
+    rows = route_table()
+    assert len(rows) == len(Format) * (len(Format) - 1)
+    assert {(r["source"], r["target"]) for r in rows} == {(a.value, b.value) for a in Format for b in Format if a != b}
+    for row in rows:
+        if row["target"] == "keras":
+            assert not row["works"] and row["route"] is None and "no converter chain" in row["why"]
+        else:  # every other pair has a chain of converters installed here
+            assert row["works"] and row["why"] == "ok", row
+            assert len(row["converters"]) == len(row["alternatives"]) == row["route"].count("->")
+
+
+def test_unavailable_converter_is_named_with_its_reason(monkeypatch):
+    from safeconvert.wrappers.onnx_tf_wrapper import ENV_VAR, OnnxTfConverter
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    ok, why = OnnxTfConverter().availability()
+    assert not ok and "no onnx-tf interpreter configured" in why and "make onnx-tf-env" in why
+    rows = route_table([OnnxTfConverter()])
+    onnx_savedmodel = next(r for r in rows if (r["source"], r["target"]) == ("onnx", "savedmodel"))
+    assert not onnx_savedmodel["works"] and onnx_savedmodel["why"].startswith("onnx-tf: no onnx-tf interpreter configured")
+    monkeypatch.setenv(ENV_VAR, "/nonexistent/python")
+    assert OnnxTfConverter().availability() == (False, "the onnx-tf interpreter /nonexistent/python does not exist or is not executable")
 
 
 def test_output_path_checks_and_atomic_move(tmp_path: Path):

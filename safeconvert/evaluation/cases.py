@@ -17,7 +17,7 @@ MODEL_NOTES = {
 # Clean conversions: (source, target). Sources: "keras", "pt2" (MobileNetV2 only), "onnx" and "tflite"
 # (made from the Keras source by safeconvert itself before the cases run).
 CLEAN_ROUTES = (("keras", "onnx"), ("keras", "tflite"), ("keras", "torchscript"), ("keras", "savedmodel"),
-                ("pt2", "onnx"), ("onnx", "torchscript"), ("onnx", "tflite"), ("onnx", "savedmodel"),
+                ("pt2", "onnx"), ("onnx", "torchscript"), ("onnx", "pt2"), ("onnx", "tflite"), ("onnx", "savedmodel"),
                 ("tflite", "onnx"))
 
 # The real converter faults: TFLite's numerics-changing options (undone by default, kept with

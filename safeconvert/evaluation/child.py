@@ -12,7 +12,7 @@ from pathlib import Path
 from .cases import Case
 from .prepare import Prepared
 
-TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt", "savedmodel": ""}
+TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt", "pt2": ".pt2", "savedmodel": ""}
 QUANTISATION_OPTIONS = {
     "tflite-dynamic-range": {"tflite_optimizations": ["DEFAULT"]},
     "tflite-float16": {"tflite_optimizations": ["DEFAULT"], "tflite_supported_types": ["float16"]},

@@ -32,6 +32,7 @@ class CaseResult:
     findings: dict[str, int] = field(default_factory=dict)  # category -> count
     top_category: str | None = None
     repairs_applied: list[str] = field(default_factory=list)
+    converters: list[str] = field(default_factory=list)  # the converter of each hop kept (empty for `repair`)
     verified: bool = False
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -91,6 +92,7 @@ def _read_report(result: CaseResult, report: dict) -> None:
     result.findings = dict(Counter(f["category"] for f in report.get("findings", [])))
     result.top_category = report["findings"][0]["category"] if report.get("findings") else None
     result.repairs_applied = [r["category"] for r in report.get("repairs", []) if r.get("status") == "applied"]
+    result.converters = [hop["converter"] for hop in report.get("route") or [] if hop.get("converter")]
     result.verified = bool((report.get("verdict") or {}).get("verified"))
     result.stage_seconds = {k: round(v, 2) for k, v in (report.get("timings") or {}).items()}
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 from .cases import Case
@@ -19,17 +20,35 @@ DEFAULT_CASE_TIMEOUT = 1200.0  # seconds
 
 
 def run_cases(cases: list[Case], work: Path, timeout: float = DEFAULT_CASE_TIMEOUT,
-              on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
-    """Every case, model by model (each model's sources are prepared once)."""
+              on_result: Callable[[CaseResult], None] | None = None, resume: bool = False) -> list[CaseResult]:
+    """Every case, model by model (each model's sources are prepared once). With `resume`, a case that
+    finished in an earlier run over the same scratch folder keeps its figures (a full run takes hours)."""
     results = []
     for model, model_cases in _by_model(cases):
-        prepared = prepare(model, work)
+        prepared = None
         for case in model_cases:
-            result = run_case(case, prepared, work / model / case.case_id, timeout)
+            folder = work / model / case.case_id
+            result = _finished(folder) if resume else None
+            if result is None:
+                prepared = prepared or prepare(model, work)
+                result = run_case(case, prepared, folder, timeout)
+                (folder / MEASURED).write_text(json.dumps(asdict(result)))
             results.append(result)
             if on_result:
                 on_result(result)
     return results
+
+
+MEASURED = "measured.json"  # a finished case's figures, for --resume
+
+
+def _finished(folder: Path) -> CaseResult | None:
+    """The figures of a case an earlier run finished (not one that timed out or crashed: that is retried)."""
+    path = folder / MEASURED
+    if not path.is_file():
+        return None
+    result = CaseResult(**json.loads(path.read_text()))
+    return result if result.status in ("ok", "not applicable") else None
 
 
 def _by_model(cases: list[Case]) -> Iterator[tuple[str, list[Case]]]:

@@ -24,6 +24,8 @@ def write_outputs(results: list[CaseResult], folder: Path, quick: bool) -> Total
                 "totals": summary.to_dict(), "cases": [r.to_dict() for r in results]}
     (folder / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     (folder / "results.md").write_text(markdown(results, summary, stamp) + "\n")
+    if any(r.scenario == "clean" for r in results):
+        (folder / "routes.md").write_text(routes_markdown(results, stamp) + "\n")
     plot_before_after(results, folder / "results.png")
     return summary
 
@@ -55,6 +57,36 @@ def markdown(results: list[CaseResult], summary: Totals, stamp: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(r) for r in results]
     return "\n".join(lines)
+
+
+def routes_markdown(results: list[CaseResult], stamp: str) -> str:
+    """The clean conversions as a route x model table: agreement before and after repair, converters, time."""
+    clean = [r for r in results if r.scenario == "clean"]
+    models = dict.fromkeys(r.model for r in clean)
+    lines = [f"# Routes x models ({stamp})", "",
+             *[f"- **{m}**: {MODEL_NOTES.get(m, '')}" for m in models], "",
+             "Top-1 agreement with the source on the repair photos, as converted and after safeconvert's repair "
+             "(the same when nothing needed repair), then on the held-out photos; wall time of the whole "
+             "`safeconvert convert` run (conversion in child processes, validation, localization and repair when "
+             "needed).", "",
+             "| route | model | converters | agreement as converted | after repair | hold-out | max abs diff | s |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [_route_row(r) for r in sorted(clean, key=lambda r: (r.route, list(models).index(r.model)))]
+    return "\n".join(lines)
+
+
+def _route_row(r: CaseResult) -> str:
+    if r.status != "ok":
+        return f"| {r.route} | {r.model} | - | {r.status}: {_escape(r.error)} | | | | {r.seconds:.0f} |"
+    after = r.mismatch_after if r.mismatch_after is not None else r.mismatch_before
+    holdout = r.holdout_after if r.holdout_after is not None else r.holdout_before
+    return (f"| {r.route} | {r.model} | {' + '.join(r.converters) or '-'} | {_agreement(r.mismatch_before, r.images)} "
+            f"| {_agreement(after, r.images)} | {_agreement(holdout, r.holdout_images)} "
+            f"| {_float(r.max_abs_after if r.max_abs_after is not None else r.max_abs_before)} | {r.seconds:.0f} |")
+
+
+def _agreement(mismatches: int | None, images: int) -> str:
+    return "-" if mismatches is None or not images else f"{images - mismatches}/{images}"
 
 
 def _row(r: CaseResult) -> str:

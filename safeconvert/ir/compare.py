@@ -90,9 +90,27 @@ def diff_pair(pair: LayerPair) -> PairDiff:
         result.params[name] = relative_error(a, b, scale=scale) if a.shape == b.shape else math.inf
     for name in sorted(set(src.attrs) | set(tgt.attrs)):
         a, b = src.attrs.get(name), tgt.attrs.get(name)
+        if name == "pad_width" and a is not None:
+            a = _pads_in_target_order(a, src.in_shape, tgt.in_shape)
         if not _same_value(a, b):
             result.attrs[name] = (a, b)
     return result
+
+
+def _pads_in_target_order(pads, source_shape, target_shape):
+    """A standalone pad that layout conversion left channels-last (before a pool, say) lists its per-axis
+    pads in NHWC order while the other side's are NCHW: reorder them by matching the input shapes' axes
+    (equal extents keep their order, so H stays before W)."""
+    if source_shape is None or target_shape is None or len(pads) != 2 * len(source_shape) \
+            or sorted(source_shape) != sorted(target_shape) or tuple(source_shape) == tuple(target_shape):
+        return pads
+    unused = list(range(len(source_shape)))
+    order = []
+    for extent in target_shape:
+        axis = next(j for j in unused if source_shape[j] == extent)
+        unused.remove(axis)
+        order.append(axis)
+    return type(pads)(v for axis in order for v in pads[2 * axis:2 * axis + 2])
 
 
 def diff_alignment(alignment: Alignment, tolerance: float = WEIGHT_TOLERANCE) -> list[PairDiff]:

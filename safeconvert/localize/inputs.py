@@ -113,6 +113,10 @@ def input_findings(target_runner, batch_nhwc: np.ndarray, source_outputs: np.nda
         scales = len(candidate.transform.scale)
         if scales not in (1, shape[target_runner.spec.layout.index("C")]):
             continue  # a per-RGB-channel map on a model with other channels
+        # Screen on the most disagreeing image alone (most candidates fail there: one run instead of a
+        # batch, which matters for large models), then confirm on all of them.
+        if _gap(target_runner.run(candidate.apply(model_input[:1])), reference[:1]) / span > tolerance:
+            continue
         gap = _gap(target_runner.run(candidate.apply(model_input)), reference) / span
         if gap <= tolerance:
             return [_finding(candidate, baseline, gap)]

@@ -23,6 +23,8 @@ from ..validators.validate import Validation
 from .onnx_repair import NotApplicable, apply_to_onnx
 
 MAX_ROUNDS = 3
+# Repair what the static stages find before tracing activations in TVM (see localize.engine.localize).
+STATIC_FIRST = True
 TIME_BUDGET_SECONDS = 900.0
 
 
@@ -86,30 +88,57 @@ class RepairSession:
     float_reference: Callable[[Path], Path] | None = None  # a float TFLite of the source, written into a folder
     quick_gap: Callable[[Path], float] | None = None  # output gap on a few images (sensitivity probes)
     requantise: Callable[[list[str], Path], Path] | None = None  # re-run int8 quantisation keeping layers float
+    trace_first: bool = False  # trace activations in the first round (a report with a divergence plot)
     max_rounds: int = MAX_ROUNDS
     time_budget: float = TIME_BUDGET_SECONDS
 
 
 def repair_until_verified(session: RepairSession, validation: Validation) -> RepairResult:
+    """Localize, repair, validate; bounded by rounds and time. A round first localizes without tracing
+    activations when the static stages find something to repair; when that repair does not help, the
+    same target is localized again in full (its imported IR reused)."""
     started = time.perf_counter()
     result = RepairResult(session.target, validation)
     onnx_source = session.onnx_intermediate
+    trace_always, reusable = session.trace_first or not STATIC_FIRST, None
     for round_index in range(session.max_rounds):
         if result.validation.verdict.verified or time.perf_counter() - started > session.time_budget:
             break
         loc_started = time.perf_counter()
-        loc = localize(session.make_input(result.target, onnx_source, result.validation))
+        loc = localize(session.make_input(result.target, onnx_source, result.validation), ir_pair=reusable,
+                       trace_always=trace_always)
         result.seconds["localize"] = result.seconds.get("localize", 0.0) + time.perf_counter() - loc_started
+        _add_stage_seconds(result.seconds, loc.seconds)
         result.localizations.append(loc)
         if not loc.findings:
             break
         repair_started = time.perf_counter()
         improved, onnx_source = _repair_round(session, result, loc.findings, onnx_source, round_index)
         result.seconds["repair"] = result.seconds.get("repair", 0.0) + time.perf_counter() - repair_started
-        if not improved:
+        if not loc.traced:
+            _applied_first(loc, result.records)
+        if not improved and loc.traced:
             break
+        trace_always, reusable = not improved, (loc.ir_pair if not improved else None)
     result.seconds["total"] = time.perf_counter() - started
     return result
+
+
+def _applied_first(loc: Localization, records: list[RepairRecord]) -> None:
+    """Without traced activations nothing ranks the static findings but graph order; a repair that was
+    validated and kept is the stronger evidence, so its finding leads."""
+    applied = {r.finding for r in records if r.status == "applied"}
+    loc.findings.sort(key=lambda f: f.summary not in applied)
+
+
+def _add_stage_seconds(total: dict[str, float], stages: dict[str, float]) -> None:
+    """Sum each localization stage over rounds; per-model IR figures ("side:step") are kept from the first."""
+    for name, seconds in stages.items():
+        key = f"localize:{name}"
+        if ":" in name:
+            total.setdefault(key, seconds)
+        else:
+            total[key] = total.get(key, 0.0) + seconds
 
 
 def _repair_round(session: RepairSession, result: RepairResult, findings: list[Finding], onnx_source: Path | None,
@@ -187,7 +216,8 @@ def _build_float_layers(session: RepairSession, finding: Finding, target: Path, 
         path = restore_all_float(target, reference, session.work)
         return Candidate(path, None, [(finding, "restored every quantised layer to float32")]) if path else None
     search = keep_fewest_float(target, reference, session.work, session.validate, session.quick_gap, session.requantise)
-    finding.evidence["float_layer_search"] = {"ranking": search.ranking, "tried": [vars(t) for t in search.tried]}
+    finding.evidence["float_layer_search"] = {"ranking": search.ranking, "tried": [vars(t) for t in search.tried],
+                                              "summary": search.describe(), "hopeless": search.hopeless}
     return Candidate(search.path, None, [(finding, search.describe())]) if search.path else None
 
 
@@ -264,9 +294,12 @@ _TFLITE = _Editor(_tflite_load, _tflite_apply, _tflite_save)
 
 def _why_not(session: RepairSession, finding: Finding, target: Path, onnx_source: Path | None) -> str:
     if finding.repair is None:
-        return "no repair proposed"
+        return finding.evidence.get("no_repair_because", "no repair proposed")
     if finding.repair.action == "keep_float" and "float_layer_search" in finding.evidence:
-        tried = finding.evidence["float_layer_search"]["tried"]
+        search = finding.evidence["float_layer_search"]
+        tried = search["tried"]
+        if search.get("hopeless"):
+            return search["summary"]
         return f"no set of float layers verified ({len(tried)} sets tried, up to all {max((t['layers'] for t in tried), default=0)})"
     if finding.repair.action == "rerun_converter" and session.reconvert is None:
         return "needs the conversion route (use `safeconvert convert`)"

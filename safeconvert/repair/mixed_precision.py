@@ -35,8 +35,20 @@ class MixedPrecision:
     model_bytes: int = 0
     ranking: list[tuple[str, float]] = field(default_factory=list)  # (layer, output gap with it alone in float)
     tried: list[FloatChoice] = field(default_factory=list)
+    quantised_layers: int = 0
+
+    @property
+    def hopeless(self) -> bool:
+        """Even every quantised layer in float did not verify: no subset can."""
+        ceiling = next((t for t in self.tried if t.layers == self.quantised_layers), None)
+        return self.path is None and ceiling is not None and not ceiling.verified
 
     def describe(self) -> str:
+        if self.hopeless:
+            ceiling = next(t for t in self.tried if t.layers == self.quantised_layers)
+            return (f"no set of float layers can verify: even with all {ceiling.layers} quantised conv/dense layers "
+                    f"in float, {ceiling.mismatches} labels change (max |diff| {ceiling.max_abs_diff:.3g}); the "
+                    "quantisation of the activations alone breaks the verdict")
         if self.path is None:
             return "no set of float layers verifies"
         share = 100.0 * self.added_bytes / self.model_bytes if self.model_bytes else 0.0
@@ -93,16 +105,20 @@ def keep_fewest_float(target: Path, float_reference: Path, work: Path, validate:
     if models is None:
         return result
     quantised = [i for i, w in enumerate(models.layers) if w.quantised]
+    result.quantised_layers = len(quantised)
+    if not quantised or not _verifies(models, quantised, work, validate, requantise, result):
+        return result  # the upper bound first: when all layers in float do not verify, no subset will
     gaps = sorted(((i, quick_gap(models.with_float([i], work / "mixed-probe.tflite"))) for i in quantised), key=lambda g: g[1])
     result.ranking = [(short_name(models.layers[i].output), gap) for i, gap in gaps]
     order = [i for i, _ in gaps]
-    low, high, best = 1, len(order), None
+    low, high = 1, len(order) - 1
+    best = (work / f"mixed-k{len(order)}.tflite", order, _added(models, order))
     while low <= high:  # smallest verifying prefix (sensitivity makes it close to monotone; validation decides)
         middle = (low + high) // 2
         chosen = order[:middle]
         path = _candidate(models, chosen, work / f"mixed-k{middle}.tflite", requantise)
         validation = validate(path)
-        added = sum(models.layers[i].float32_bytes - models.layers[i].weight_bytes for i in chosen)
+        added = _added(models, chosen)
         result.tried.append(FloatChoice(middle, added, validation.metrics.top1_mismatches, validation.metrics.max_abs_diff,
                                         validation.verdict.verified))
         if validation.verdict.verified:
@@ -113,6 +129,21 @@ def keep_fewest_float(target: Path, float_reference: Path, work: Path, validate:
         result.path, chosen, result.added_bytes = best
         result.kept_float = [short_name(models.layers[i].output) for i in chosen]
     return result
+
+
+def _verifies(models: _Models, chosen: list[int], work: Path, validate: Callable[[Path], Validation],
+              requantise, result: MixedPrecision) -> bool:
+    """Validate one set of float layers (recorded in `result.tried`)."""
+    path = _candidate(models, chosen, work / f"mixed-k{len(chosen)}.tflite", requantise)
+    validation = validate(path)
+    result.tried.append(FloatChoice(len(chosen), _added(models, chosen), validation.metrics.top1_mismatches,
+                                    validation.metrics.max_abs_diff, validation.verdict.verified))
+    return validation.verdict.verified
+
+
+def _added(models: _Models, chosen: list[int]) -> int:
+    """Bytes the chosen layers add when their weights are stored in float32."""
+    return sum(models.layers[i].float32_bytes - models.layers[i].weight_bytes for i in chosen)
 
 
 def _candidate(models: _Models, chosen: list[int], out: Path, requantise) -> Path:

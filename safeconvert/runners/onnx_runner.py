@@ -13,10 +13,15 @@ from .base import Runner
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float16)": "float16"}
 
 
+# ONNX Runtime's graph optimisation levels by name. Validation uses "all" (the default, and how a model is
+# commonly run); the others exist to tell the runtime's fused kernels apart from the model file itself.
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
 class OnnxRunner(Runner):
     format = Format.ONNX
 
-    def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None):
+    def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None, optimization: str = "all"):
         import onnxruntime as ort
 
         from ..safety.probe import probe_in_child
@@ -24,6 +29,7 @@ class OnnxRunner(Runner):
         probe_in_child(Path(path), Format.ONNX)  # a file that crashes ONNX Runtime does it in a child
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.graph_optimization_level = _level(optimization)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for corrupt models
@@ -38,3 +44,12 @@ class OnnxRunner(Runner):
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.spec.name: chunk.astype(self.spec.dtype)})[0]
+
+
+def _level(name: str):
+    """ONNX Runtime's GraphOptimizationLevel for one of OPTIMIZATION_LEVELS."""
+    import onnxruntime as ort
+
+    levels = ort.GraphOptimizationLevel
+    return {"disable": levels.ORT_DISABLE_ALL, "basic": levels.ORT_ENABLE_BASIC,
+            "extended": levels.ORT_ENABLE_EXTENDED, "all": levels.ORT_ENABLE_ALL}[name]

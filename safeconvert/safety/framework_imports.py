@@ -28,7 +28,14 @@ CONVERTER_MODULES: dict[str, tuple[str, ...]] = {
     "tf2onnx": ("tensorflow", "onnx", "tf2onnx", "tf2onnx.tf_loader", "tf2onnx.convert"),
     "tflite-converter": ("tensorflow",),
     "onnx2torch": ("torch", "onnx"),
+    "tf2onnx-savedmodel": ("tensorflow", "onnx", "tf2onnx", "tf2onnx.tf_loader", "tf2onnx.convert"),
+    "keras-export": ("tensorflow",),
+    "onnx2torch-export": ("torch", "onnx"),
     "torch.onnx": ("torch", "onnx", "onnxscript"),
+    "torch.onnx-dynamo": ("torch", "onnx", "onnxscript"),
+    "torch.onnx-torchscript": ("torch", "onnx"),
+    "onnx2tf": ("tensorflow", "onnx", "onnx2tf"),
+    "onnx2tf-tflite": ("tensorflow", "onnx", "onnx2tf"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,8 @@ class Disagreement:
     source_top5: list[int]
     target_top5: list[int]
     source_margin: float  # source top-1 minus top-2 score: small means the source itself hesitates
+    image_index: int = -1  # position in the calibration set (a .npy row when there is no file)
+    image_path: str | None = None  # absolute path of the photo, so a report can show it later
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Metrics:
     cosine_similarity: float  # mean over images
     source_output_range: float
     output_shape_matches: bool = True
+    output_size: int | None = None  # values per image (1000 for ImageNet classifiers): whether labels have names
     disagreements: list[Disagreement] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -45,8 +49,12 @@ class Metrics:
         return self.max_abs_diff / self.source_output_range if self.source_output_range > 0 else float(self.max_abs_diff > 0)
 
 
-def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str]) -> Metrics:
-    """Metrics of target vs source outputs (one row per image, any trailing shape)."""
+def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str], paths: list | None = None) -> Metrics:
+    """Metrics of target vs source outputs (one row per image, any trailing shape).
+
+    paths (one per image, when the images are files) are recorded with each disagreement, so a report
+    written later can show the photos whose label changed.
+    """
     src = source.reshape(len(source), -1).astype(np.float64)
     tgt = target.reshape(len(target), -1).astype(np.float64)
     if src.shape != tgt.shape:
@@ -66,7 +74,8 @@ def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str]) ->
         mean_abs_diff=float(diff.mean()),
         cosine_similarity=float(np.mean(_cosine(src, tgt))),
         source_output_range=float(src.max() - src.min()),
-        disagreements=[_disagreement(i, names, src, src_order, tgt_order) for i in mismatched],
+        output_size=int(src.shape[1]),
+        disagreements=[_disagreement(i, names, src, src_order, tgt_order, paths) for i in mismatched],
     )
 
 
@@ -79,7 +88,8 @@ def source_margins(source: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
-def _disagreement(i: int, names: list[str], src: np.ndarray, src_order: np.ndarray, tgt_order: np.ndarray) -> Disagreement:
+def _disagreement(i: int, names: list[str], src: np.ndarray, src_order: np.ndarray, tgt_order: np.ndarray,
+                  paths: list | None = None) -> Disagreement:
     margin = float(src[i, src_order[i, 0]] - src[i, src_order[i, 1]]) if src.shape[1] > 1 else float("inf")
     return Disagreement(
         image=names[i],
@@ -88,6 +98,8 @@ def _disagreement(i: int, names: list[str], src: np.ndarray, src_order: np.ndarr
         source_top5=[int(v) for v in src_order[i, :5]],
         target_top5=[int(v) for v in tgt_order[i, :5]],
         source_margin=margin,
+        image_index=int(i),
+        image_path=str(Path(paths[i]).resolve()) if paths else None,
     )
 
 

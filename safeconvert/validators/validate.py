@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import progress
 from ..errors import BadInputError, SafeConvertError, one_line
 from ..runners.base import Runner
 from .calibration import CalibrationSet
@@ -51,8 +52,13 @@ class ModelRunError(BadInputError):
 
 
 def run_model(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> np.ndarray:
-    """All of one model's outputs over the calibration set."""
-    outputs = [_run_batch(runner, to_model_layout(batch, runner.spec)) for batch in iter_inputs(calib, preprocessing)]
+    """All of one model's outputs over the calibration set (a progress bar per batch on a terminal)."""
+    outputs = []
+    name = getattr(runner.path, "name", runner.path)
+    with progress.task(f"running {name}", total=len(calib)) as advance:
+        for batch in iter_inputs(calib, preprocessing):
+            outputs.append(_run_batch(runner, to_model_layout(batch, runner.spec)))
+            advance(len(batch))
     return np.concatenate(outputs, axis=0)
 
 
@@ -102,7 +108,7 @@ def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str,
     if source_outputs is None:
         source_outputs = source_outputs_cached(source, calib, preprocessing)
     target_outputs = run_model(target, calib, preprocessing)
-    metrics = compare_outputs(source_outputs, target_outputs, calib.names)
+    metrics = compare_outputs(source_outputs, target_outputs, calib.names, calib.paths)
     return Validation(metrics, judge(metrics, thresholds), time.perf_counter() - started, source_outputs, target_outputs)
 
 

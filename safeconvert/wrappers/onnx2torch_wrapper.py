@@ -30,6 +30,8 @@ from ..formats import Format, guess_layout
 from ..runners.torch_runner import SPEC_EXTRA_FILE
 from .base import ConversionOptions, Converter
 
+# The newest default-domain opset onnx2torch 1.5.15 converts completely.
+MAX_OPSET = 17
 # The batch a dynamic-batch model is traced with, and the different one the trace is checked at.
 TRACE_BATCH = 2
 CHECK_BATCH = 3
@@ -46,7 +48,7 @@ class Onnx2TorchConverter(Converter):
     def convert(self, src: Path, src_format: Format, out: Path, options: ConversionOptions) -> None:
         if src_format is not Format.ONNX:
             raise BadInputError(f"{self.name} converts onnx, not {src_format.value}")
-        proto = _load_onnx(Path(src))
+        proto = supported_opset(_load_onnx(Path(src)))
         name, shape, dtype = _input_spec(proto, options.input_shape)
         graph_module = _to_graph_module(proto)
         traced, shape = _trace(graph_module, shape, dtype)
@@ -57,6 +59,28 @@ class Onnx2TorchConverter(Converter):
         except SafeConvertError:
             Path(out).unlink(missing_ok=True)
             raise
+
+
+def supported_opset(proto):
+    """The model down-converted to opset 17 when it declares a newer one and onnx's version converter can.
+
+    onnx2torch 1.5.15 has no converters for some ops at opsets 18+ (ReduceMean-18, Constant-19...), while
+    torch.onnx's TorchScript-based exporter writes opset 20 by default and its graphs convert down cleanly.
+    When the down-conversion fails (the dynamo exporter's ReduceMean), the model is kept as it is and onnx2torch
+    says which op it lacks. The conversion is validated like any other, so a wrong down-conversion would show.
+    """
+    import onnx
+    from onnx import version_converter
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset <= MAX_OPSET:
+        return proto
+    try:
+        converted = version_converter.convert_version(proto, MAX_OPSET)
+        onnx.checker.check_model(converted)
+        return converted
+    except Exception:  # no adapter for some op: onnx2torch will name what it cannot convert
+        return proto
 
 
 def _to_graph_module(proto):

@@ -34,7 +34,10 @@ class Tf2OnnxConverter(Converter):
     def convert(self, src: Path, src_format: Format, out: Path, options: ConversionOptions) -> None:
         if src_format not in self.sources:
             raise BadInputError(f"{self.name} converts {', '.join(f.value for f in self.sources)}, not {src_format.value}")
-        src = Path(src)
+        self._write(Path(src), src_format, Path(out), options)
+
+    def _write(self, src: Path, src_format: Format, out: Path, options: ConversionOptions) -> None:
+        """Convert with tf2onnx and write the canonically named ONNX file (formats already checked)."""
         try:
             with _quiet_tensorflow_converter():
                 proto = self._convert_to_proto(src, src_format, options)
@@ -44,7 +47,7 @@ class Tf2OnnxConverter(Converter):
             raise
         except Exception as exc:  # tf2onnx and TensorFlow raise many unrelated exception types
             raise ConverterFailedError(self.name, one_line(exc)) from None
-        Path(out).write_bytes(payload)
+        out.write_bytes(payload)
 
     def _convert_to_proto(self, src: Path, src_format: Format, options: ConversionOptions):
         opset = options.opset

@@ -1,5 +1,10 @@
 """torch.onnx.export: torch.export archives (.pt2) and TorchScript archives to ONNX.
 
+Registered as two converters, one per exporter, so that a failure of one is a real fallback to the other:
+"torch.onnx-dynamo" (the default exporter, .pt2 only) and "torch.onnx-torchscript" (dynamo=False, .pt2 and
+TorchScript). `TorchOnnxConverter` ("torch.onnx") keeps choosing by options.torch_dynamo for direct callers;
+the route planner puts the exporter options.torch_dynamo names first.
+
 .pt2 sources go to the default (dynamo) exporter as the loaded ExportedProgram itself, not re-exported from
 `program.module()`: the program already records which dimensions are dynamic. A program exported with a fixed
 batch has batch-specialised ops baked in (a flatten becomes `view(1, C)`), and re-exporting its module with a
@@ -25,6 +30,7 @@ import logging
 import re
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +74,36 @@ class TorchOnnxConverter(Converter):
             raise ConverterFailedError(self.name, _torch_message(exc)) from None
 
 
+class TorchOnnxDynamoConverter(TorchOnnxConverter):
+    """torch.onnx.export's default (dynamo) exporter, registered as its own converter for .pt2 sources.
+
+    It runs torch.export, so it cannot take TorchScript. When it cannot write the requested opset it still
+    falls back to the TorchScript-based exporter inside the same hop (see the module docstring).
+    """
+
+    name = "torch.onnx-dynamo"
+    sources = (Format.TORCH_EXPORT,)
+
+    def availability(self) -> tuple[bool, str]:
+        available, why = super().availability()
+        if available and _missing("onnxscript"):
+            return False, "onnxscript is not installed (the dynamo exporter needs it)"
+        return available, why
+
+    def convert(self, src: Path, src_format: Format, out: Path, options: ConversionOptions) -> None:
+        super().convert(src, src_format, out, replace(options, torch_dynamo=True))
+
+
+class TorchOnnxTorchScriptConverter(TorchOnnxConverter):
+    """torch.onnx.export's TorchScript-based exporter (dynamo=False): the alternative for .pt2 sources, the only
+    exporter for TorchScript sources; it keeps BatchNormalization as a node and writes opsets below 18 natively."""
+
+    name = "torch.onnx-torchscript"
+
+    def convert(self, src: Path, src_format: Format, out: Path, options: ConversionOptions) -> None:
+        super().convert(src, src_format, out, replace(options, torch_dynamo=False))
+
+
 def _missing(module: str) -> bool:
     import importlib.util
 
@@ -81,7 +117,7 @@ def _from_exported_program(src: Path, out: Path, options: ConversionOptions) -> 
     program = _load_exported_program(src)
     if options.torch_dynamo:
         if _missing("onnxscript"):
-            raise ConverterFailedError("torch.onnx", "the dynamo exporter needs onnxscript (pip install onnxscript), or pass torch_dynamo=False")
+            raise ConverterFailedError("torch.onnx-dynamo", "the dynamo exporter needs onnxscript (pip install onnxscript), or pass torch_dynamo=False")
         with _quiet_torch_onnx():
             torch.onnx.export(program, (), str(out), dynamo=True, opset_version=options.opset,
                               external_data=False, verbose=False)
