@@ -23,7 +23,8 @@ class Case:
     family: str
     kind: str
     seed: int = 0
-    mode: str = "check"  # check: mutant as target; check_source: mutant as source; convert: mutant converted
+    mode: str = "check"  # check: mutant as target; check_source: mutant as source; convert: mutant converted;
+    # repair: mutant as the conversion to repair
 
     @property
     def id(self) -> str:
@@ -47,6 +48,7 @@ MODEL_FAMILIES = {
     "pt2": ("torch_onnx", None),
 }
 ZIPPED = ("keras", "pt2", "pt")
+REPAIRED_FAMILIES = ("onnx", "tflite")  # the formats `repair` edits
 IMAGE_BASES = ("jpg", "png")
 SPECIAL_IMAGES = ("gray", "gray_alpha", "rgba", "palette_alpha", "gray16", "bilevel", "cmyk", "one_pixel",
                   "extreme_aspect", "webp", "bmp", "png_named_jpg")
@@ -67,6 +69,7 @@ def build_cases() -> list[Case]:
         modes = ("check", "check_source", "convert" if convert_suffix else "check")
         kinds = BYTE_KINDS + (ZIP_KINDS if family in ZIPPED else ())
         cases += [Case(family, kind, seed, modes[seed]) for kind in kinds for seed in range(3)]
+    cases += [Case(family, kind, 3, "repair") for family in REPAIRED_FAMILIES for kind in BYTE_KINDS]
     cases += [Case("pt", kind, 0, "check_source") for kind in BYTE_KINDS[:6] + ZIP_KINDS]
     cases += [Case("image", f"{base}_{kind}", seed) for base in IMAGE_BASES for kind in BYTE_KINDS for seed in range(2)]
     cases += [Case("image", kind) for kind in SPECIAL_IMAGES + BROKEN_IMAGES]
@@ -95,6 +98,9 @@ def _model_case(case: Case, work: Path, models: dict[str, Path], absurd: dict[st
     if case.mode == "convert":
         out = work / "out" / f"converted{suffix}"
         return Prepared(["convert", str(mutant), "-o", str(out), *common], out, report)
+    if case.mode == "repair":
+        out = work / "out" / f"repaired{base.suffix}"
+        return Prepared(["repair", str(models[reference]), str(mutant), "-o", str(out), *common], out, report)
     pair = [str(models[reference]), str(mutant)] if case.mode == "check" else [str(mutant), str(models[reference])]
     return Prepared(["check", *pair, *common], None, report)
 
