@@ -156,6 +156,23 @@ def test_onnx2tf_sample_comes_from_the_packaged_photos(tmp_path: Path):
     np.testing.assert_allclose(sample[0], resize_and_crop(read_image(first), 128, 128) / 255.0, atol=1e-6)
 
 
+def test_onnx2tf_error_names_the_node_and_the_cause_not_its_generic_advice():
+    """onnx2tf's log ends with the same advice whatever failed; the message quotes the exception and the node
+    (an excerpt of onnx2tf 1.29's log for tf2onnx's NHWC MobileNetV2)."""
+    from safeconvert.wrappers.onnx2tf_wrapper import _last_error
+
+    log = ("\x1b[31mERROR:\x1b[0m The trace log is below.\nTraceback (most recent call last):\n  File \"Mul.py\", line 319\n"
+           'ValueError: Exception encountered when calling layer "tf.math.multiply_2" (type TFOpLambda).\n'
+           "Dimensions must be equal, but are 112 and 32 with input shapes: [?,112,112,32], [1,1,32,1].\n"
+           'Call arguments received by layer "tf.math.multiply_2" (type TFOpLambda):\n'
+           "\x1b[31mERROR:\x1b[0m onnx_op_name: block1_dw_bn/batchnorm/mul_1\n"
+           "\x1b[31mERROR:\x1b[0m If the input OP of ONNX before conversion is NHWC ..., use the -kt or -kat option.\n")
+    message = _last_error(log, SystemExit(1))
+    assert message.startswith("at ONNX node block1_dw_bn/batchnorm/mul_1: ValueError: ")
+    assert "Dimensions must be equal, but are 112 and 32" in message and "-kat" not in message
+    assert _last_error("\x1b[31mERROR:\x1b[0m unsupported op\n", SystemExit(1)) == "unsupported op"
+
+
 @pytest.mark.slow
 def test_onnx2tf_failure_carries_its_error_lines(tmp_path: Path):
     """A model onnx2tf refuses ends as ConverterFailedError with onnx2tf's words, and the process state is restored."""

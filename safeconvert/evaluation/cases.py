@@ -15,10 +15,11 @@ MODEL_NOTES = {
 }
 
 # Clean conversions: (source, target). Sources: "keras", "pt2" (MobileNetV2 only), "onnx" and "tflite"
-# (made from the Keras source by safeconvert itself before the cases run).
+# (made from the Keras source by safeconvert itself before the cases run), "onnx-torch" (from the .pt2).
 CLEAN_ROUTES = (("keras", "onnx"), ("keras", "tflite"), ("keras", "torchscript"), ("keras", "savedmodel"),
                 ("pt2", "onnx"), ("onnx", "torchscript"), ("onnx", "pt2"), ("onnx", "tflite"), ("onnx", "savedmodel"),
-                ("tflite", "onnx"))
+                ("tflite", "onnx"), ("onnx-torch", "tflite"), ("onnx-torch", "savedmodel"))
+TORCH_SOURCES = ("pt2", "onnx-torch")  # MobileNetV2 only: the seeded models exist in Keras alone
 
 # The real converter faults: TFLite's numerics-changing options (undone by default, kept with
 # --keep-quantisation), and an int8 TFLite model converted on to ONNX.
@@ -91,7 +92,8 @@ def _quick_cases(model: str) -> list[Case]:
 
 
 def _full_cases(model: str) -> list[Case]:
-    cases = [Case(model, src, dst, "clean") for src, dst in CLEAN_ROUTES if src != "pt2" or model == "mobilenet_v2"]
+    cases = [Case(model, src, dst, "clean") for src, dst in CLEAN_ROUTES
+             if src not in TORCH_SOURCES or model == "mobilenet_v2"]
     for scenario in QUANTISATION_SCENARIOS:
         cases.append(Case(model, "keras", "tflite", scenario))
         cases.append(Case(model, "keras", "tflite", scenario, keep_quantisation=True))

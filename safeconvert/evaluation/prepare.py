@@ -55,8 +55,8 @@ def prepare(model: str, work: Path) -> Prepared:
     folder.mkdir(parents=True, exist_ok=True)
     prepared = Prepared(model, _preset(model), repair, holdout)
     prepared.sources.update({k: str(v) for k, v in _framework_sources(model, folder).items()})
-    for key, (suffix, options) in _derived_sources().items():
-        _derive(prepared, key, folder / f"{model}-{key}{suffix}", options)
+    for key, (origin, suffix, options) in _derived_sources(model).items():
+        _derive(prepared, key, origin, folder / f"{model}-{key}{suffix}", options)
     return prepared
 
 
@@ -85,20 +85,26 @@ def _keras_model(model: str):
     return keras_seeded_model(model)
 
 
-def _derived_sources() -> dict[str, tuple[str, dict]]:
-    return {"onnx": (".onnx", {}), "tflite": (".tflite", {}),
-            "tflite-int8": (".tflite", {"tflite_optimizations": ["DEFAULT"], "tflite_int8": True})}
+def _derived_sources(model: str) -> dict[str, tuple[str, str, dict]]:
+    """key -> (the source it is converted from, suffix, conversion options). "onnx" is tf2onnx's NHWC graph of
+    the Keras model; MobileNetV2 also gets "onnx-torch", the NCHW graph torch.onnx's TorchScript-based
+    exporter writes, the kind of ONNX most users hold."""
+    derived = {"onnx": ("keras", ".onnx", {}), "tflite": ("keras", ".tflite", {}),
+               "tflite-int8": ("keras", ".tflite", {"tflite_optimizations": ["DEFAULT"], "tflite_int8": True})}
+    if model == "mobilenet_v2":
+        derived["onnx-torch"] = ("pt2", ".onnx", {"torch_dynamo": False})
+    return derived
 
 
-def _derive(prepared: Prepared, key: str, out: Path, options: dict) -> None:
-    """Convert the Keras source with safeconvert; the int8 model is kept unrepaired (it is a case's source)."""
+def _derive(prepared: Prepared, key: str, origin: str, out: Path, options: dict) -> None:
+    """Convert the `origin` source with safeconvert; the int8 model is kept unrepaired (it is a case's source)."""
     from ..errors import SafeConvertError, one_line
     from ..pipeline import ConvertRequest, run_convert
     from ..wrappers.base import ConversionOptions
 
     if not out.exists():
-        quantised = bool(options)
-        request = ConvertRequest(Path(prepared.sources["keras"]), out, calib=prepared.repair_photos,
+        quantised = bool(options.get("tflite_optimizations"))
+        request = ConvertRequest(Path(prepared.sources[origin]), out, calib=prepared.repair_photos,
                                  preprocess=prepared.preset, options=ConversionOptions(**options),
                                  allow_unverified=quantised, repair=not quantised)
         try:

@@ -235,15 +235,35 @@ def _captured(log: io.StringIO) -> Iterator[None]:
 
 
 def _last_error(output: str, exc: BaseException) -> str:
-    """onnx2tf's own last ERROR lines (colour codes removed), else the exception."""
+    """What failed where: the exception in onnx2tf's trace log and the ONNX node it was converting; else
+    onnx2tf's own last ERROR lines (colour codes removed), else the exception. (onnx2tf's last ERROR lines
+    are generic advice, the same whatever failed.)"""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in output.splitlines()]
     errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    cause = _raised(lines)
+    node = next((e.removeprefix("onnx_op_name:").strip() for e in errors if e.startswith("onnx_op_name:")), None)
+    if cause:
+        return one_line(RuntimeError(f"at ONNX node {node}: {cause}" if node else cause))
     if errors:
         return one_line(RuntimeError(" | ".join(errors[-ERROR_LINES:])))
     if isinstance(exc, SystemExit):
         tail = [line for line in lines if line][-ERROR_LINES:]
         return one_line(RuntimeError(" | ".join(tail))) if tail else f"exited with status {exc.code}"
     return one_line(exc)
+
+
+RAISED = re.compile(r"^([A-Za-z_][\w.]*)?(Error|Exception)\b[^:]*: ")
+
+
+def _raised(lines: list[str]) -> str | None:
+    """The last exception line of a trace log, with the line after it when that one holds the detail
+    (TensorFlow's layer errors say which layer first and why on the next line)."""
+    index = next((i for i in range(len(lines) - 1, -1, -1) if RAISED.match(lines[i])), None)
+    if index is None:
+        return None
+    following = next((line for line in lines[index + 1:] if line), "")
+    detail = "" if following.startswith(("Call arguments", "File ", "ERROR:", "\u2022")) else following
+    return f"{lines[index]} {detail}".strip()
 
 
 def _missing(module: str) -> bool:
