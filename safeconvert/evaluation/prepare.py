@@ -7,6 +7,8 @@ hold-out set that repair never sees.
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,3 +118,18 @@ def _derive(prepared: Prepared, key: str, origin: str, out: Path, options: dict)
         prepared.sources[key] = str(out)
     else:
         prepared.problems[key] = "the clean conversion was not verified"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m safeconvert.evaluation.prepare MODEL WORK OUT.json`: prepare in a process of its own.
+
+    The runner measures each case's peak memory from its child's rusage, and a child starts with the peak of
+    the process it was forked from: preparing (TensorFlow, conversions) in the runner itself would put a floor
+    of several GB under every case's figure."""
+    model, work, out = argv
+    Path(out).write_text(json.dumps(prepare(model, Path(work)).to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

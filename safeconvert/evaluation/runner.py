@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .cases import Case
-from .prepare import Prepared, prepare
+from .prepare import Prepared
 from .results import CaseResult, case_result
 
 DEFAULT_CASE_TIMEOUT = 1200.0  # seconds
@@ -49,6 +49,16 @@ def _finished(folder: Path) -> CaseResult | None:
         return None
     result = CaseResult(**json.loads(path.read_text()))
     return result if result.status in ("ok", "not applicable") else None
+
+
+def prepare(model: str, work: Path) -> Prepared:
+    """The model's sources, built in a child process (see prepare.main: it keeps the runner small)."""
+    out = work / f"{model}-prepared.json"
+    done = subprocess.run([sys.executable, "-m", "safeconvert.evaluation.prepare", model, str(work), str(out)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"preparing {model} failed: {_last_line_of(done.stderr)}")
+    return Prepared.from_dict(json.loads(out.read_text()))
 
 
 def _by_model(cases: list[Case]) -> Iterator[tuple[str, list[Case]]]:
@@ -96,5 +106,9 @@ def _wait(child: subprocess.Popen, timeout: float) -> tuple[str, float]:
 
 
 def _last_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return _last_line_of(log.read_text(errors="replace"))
+
+
+def _last_line_of(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else "no output"
