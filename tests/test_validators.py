@@ -146,3 +146,17 @@ def test_labels_only_ignores_rtol():
     metrics = compare_outputs(source, drift, ["a"])
     assert not judge(metrics, Thresholds()).verified
     assert judge(metrics, Thresholds(labels_only=True)).verified
+
+
+def test_keras_runner_traced_graph_matches_the_eager_call(small_keras_file):
+    """The Keras source runs as a traced graph (less memory, faster); its outputs are Keras' own, for every
+    chunk size (the last chunk of a calibration set is usually smaller)."""
+    import numpy as np
+
+    from safeconvert.runners.tf_runner import KerasRunner
+
+    runner = KerasRunner(small_keras_file)
+    batch = np.random.default_rng(0).random((runner.max_chunk + 3, *runner.spec.shape[1:]), dtype=np.float32)
+    eager = np.asarray(runner.model(batch, training=False))
+    np.testing.assert_allclose(runner.run(batch), eager, rtol=1e-5, atol=1e-6)
+    assert runner._graph not in (None, False), "the traced graph ran"
