@@ -57,7 +57,8 @@ SAFE_NAMES = {"FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod", "Clean
               "CeilDiv", "IntTrueDiv", "FloatTrueDiv", "TruncToFloat", "TruncToInt", "RoundToInt", "Max", "Min",
               "Abs", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "StrictLessThan", "StrictGreaterThan", "LessThan",
               "GreaterThan", "Unequality", "Equality", "And", "Or", "Not", "floor", "ceiling", "Integer",
-              "Rational", "Float", "True", "False", "oo", "evaluate", "IsNonOverlappingAndDenseIndicator"}
+              "Rational", "Float", "True", "False", "oo", "evaluate", "IsNonOverlappingAndDenseIndicator",
+              "Add", "Mul"}  # sympy's own constructors for + and *, which torch writes for unbacked sizes
 SYMBOL_NAME = re.compile(r"[a-z]{1,3}\d{1,6}")  # free symbols torch creates: s0, u3, ps1 ...
 MAX_NUMBER_DIGITS = 30
 

@@ -277,3 +277,14 @@ def test_sample_inputs_pickle_is_really_unsafe_for_weights_only():
 
     with pytest.raises(pickle.UnpicklingError):
         torch.load(io.BytesIO(_pickled_sample_inputs()), weights_only=True)
+
+
+def test_shape_expressions_torch_writes_for_unbacked_sizes_pass_the_audit():
+    """onnx2torch-export's MobileNetV2 .pt2 guards its unbacked sizes with sympy's Add; code still does not pass."""
+    from safeconvert.safety.torch_export_audit import NeedsTrust, _check_expression
+
+    _check_expression("GreaterThan(Add(Symbol('u131', integer=True), Symbol('u135', integer=True)), 0)")
+    _check_expression("Eq(Mul(2, Symbol('s0', integer=True, positive=True)), 4)")
+    for hostile in ("Add(__import__('os').system('true'), 1)", "Mul(open('/etc/passwd'), 1)", "Add(lambda: 1, 2)"):
+        with pytest.raises(NeedsTrust):
+            _check_expression(hostile)
