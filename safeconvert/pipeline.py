@@ -80,6 +80,7 @@ class Outcome:
 
 def run_convert(request: ConvertRequest) -> Outcome:
     """Convert, validate, and write OUT only if verified (or if the user allows unverified output)."""
+    request = replace(request, thresholds=_for_quantisation(request.thresholds, request.options.keep_quantisation))
     source, output = Path(request.source), Path(request.output)
     report = Report(command="convert", source={"path": str(source)}, target={"path": str(output)},
                     thresholds=vars(request.thresholds))
@@ -134,6 +135,11 @@ class RepairRequest(CheckRequest):
     trace_divergence: bool = False  # trace per-layer divergence even when a static repair suffices (--html)
 
 
+def _for_quantisation(thresholds: Thresholds, keep_quantisation: bool) -> Thresholds:
+    """A wanted quantisation is judged on labels alone, however the request was made (CLI, API, drop-in)."""
+    return replace(thresholds, labels_only=True) if keep_quantisation else thresholds
+
+
 def run_localize(request: RepairRequest) -> Outcome:
     """Validate an existing conversion and, when it disagrees, localize the faults (no repair)."""
     from .localize.engine import localize
@@ -159,6 +165,7 @@ def run_repair(request: RepairRequest) -> Outcome:
     """Repair an existing faulty conversion; write OUT (in TARGET's format) only once verified."""
     from .repair.loop import RepairSession, repair_until_verified
 
+    request = replace(request, thresholds=_for_quantisation(request.thresholds, request.keep_quantisation))
     output = Path(request.output)
     report = _existing_report("repair", request)
     report.target["output"] = str(output)

@@ -109,3 +109,12 @@ def test_torch_source_to_onnx(small_pt2_file: Path, tmp_path: Path):
     assert outcome.report.verified, outcome.report.verdict
     assert outcome.report.source["input"]["layout"] == "NCHW"
     assert outcome.report.calibration["preprocess"] == "torch"
+
+
+def test_a_wanted_quantisation_is_judged_on_labels_whatever_the_caller():
+    """The CLI sets labels_only with --keep-quantisation; API callers who only set the option get the same."""
+    from safeconvert.pipeline import _for_quantisation
+    from safeconvert.validators.verdict import Thresholds
+
+    assert _for_quantisation(Thresholds(max_mismatch=2), True) == Thresholds(max_mismatch=2, labels_only=True)
+    assert _for_quantisation(Thresholds(), False) == Thresholds()
