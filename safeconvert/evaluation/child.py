@@ -100,12 +100,15 @@ def _repair(case: Case, prepared: Prepared, faulty: Path, output: Path):
 
 
 def _holdout(case: Case, prepared: Prepared, target: Path) -> dict:
-    """Validation of `target` against the case's own source on the photos repair never saw."""
+    """Validation of `target` against the case's own source on the photos repair never saw, judged as the
+    run was (labels alone for a wanted quantisation)."""
     from ..errors import SafeConvertError, one_line
     from ..pipeline import CheckRequest, run_check
+    from ..validators.verdict import Thresholds
 
     request = CheckRequest(Path(prepared.sources[case.source]), target, calib=prepared.holdout_photos,
-                           preprocess=prepared.preset, trust_model_code=case.target == "torchscript")
+                           preprocess=prepared.preset, thresholds=Thresholds(labels_only=case.keep_quantisation),
+                           trust_model_code=case.target == "torchscript")
     try:
         report = run_check(request).report
     except SafeConvertError as exc:

@@ -91,16 +91,20 @@ def _agreement(mismatches: int | None, images: int) -> str:
 
 def _row(r: CaseResult) -> str:
     if r.status != "ok":
-        return (f"| {r.model} | {r.route} | {r.scenario} | {r.fault_kind or '-'} | {r.status}: {_escape(r.error)} "
+        return (f"| {r.model} | {r.route} | {_scenario(r)} | {r.fault_kind or '-'} | {r.status}: {_escape(r.error)} "
                 f"| | | | | | {r.seconds:.0f} | {r.peak_mib:.0f} |")
     findings = ", ".join(f"{c} x{n}" if n > 1 else c for c, n in r.findings.items()) or "-"
     if r.expected_category and r.top_category:
         right = r.top_category == r.expected_category
         findings += " (first is right)" if right else f" (first is {r.top_category}, planted {r.expected_category})"
-    return (f"| {r.model} | {r.route} | {r.scenario} | {r.fault_kind or '-'} | {_share(r.mismatch_before, r.images)} "
+    return (f"| {r.model} | {r.route} | {_scenario(r)} | {r.fault_kind or '-'} | {_share(r.mismatch_before, r.images)} "
             f"| {findings} | {', '.join(r.repairs_applied) or '-'} | {_share(r.mismatch_after, r.images)} "
             f"| {_count(r.holdout_before)} -> {_count(r.holdout_after)} of {r.holdout_images} "
             f"| {_float(r.max_abs_before)} -> {_float(r.max_abs_after)} | {r.seconds:.0f} | {r.peak_mib:.0f} |")
+
+
+def _scenario(r: CaseResult) -> str:
+    return f"{r.scenario} (--keep-quantisation)" if r.case_id.endswith("keep-quantisation") else r.scenario
 
 
 def _share(count: int | None, images: int) -> str:
