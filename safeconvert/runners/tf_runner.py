@@ -48,6 +48,7 @@ def load_keras_model(path: Path):
 class KerasRunner(Runner):
     format = Format.KERAS
     max_chunk = 32
+    _graph = None  # the model traced into a TensorFlow graph on first use (False: it cannot be traced)
 
     def __init__(self, path: Path, input_shape: tuple[int, ...] | None = None):
         self.model = load_keras_model(path)
@@ -57,7 +58,6 @@ class KerasRunner(Runner):
         shape = tuple(input_shape) if input_shape else tuple(tensor.shape)
         name = getattr(tensor, "name", "input")
         super().__init__(path, InputSpec(name, shape, guess_layout(shape), str(tensor.dtype)))
-        self._graph = None  # the model traced into a TensorFlow graph, on first use
 
     def _forward(self, chunk: np.ndarray):
         """The model's forward pass as a traced graph: on MobileNetV2 (batches of 16) it runs about 2x faster
