@@ -117,7 +117,7 @@ def convert(
         keep_quantisation=keep_quantisation,
     )
     with html_written(html, report) as report:
-        request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), options,
+        request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol), options,
                                  force, allow_unverified, report, trust_model_code, repair=not no_repair,
                                  trace_divergence=html is not None)
         _run_and_exit(lambda: convert_if_needed(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html)
@@ -168,7 +168,7 @@ def localize(
     from .validators.verdict import Thresholds
 
     with html_written(html, report) as report:
-        request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
+        request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
                                 report, trust_model_code, keep_quantisation=keep_quantisation)
         _run_and_exit(lambda: run_localize(request), quiet, as_json, html)
 
@@ -202,7 +202,7 @@ def repair(
     from .validators.verdict import Thresholds
 
     with html_written(html, report) as report:
-        request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol, labels_only=keep_quantisation), parse_shape(input_shape),
+        request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
                                 report, trust_model_code, output=output, force=force, allow_unverified=allow_unverified,
                                 keep_quantisation=keep_quantisation, trace_divergence=html is not None)
         _run_and_exit(lambda: run_repair(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html)

@@ -54,6 +54,9 @@ class ConvertRequest:
     isolation: Isolation = field(default_factory=Isolation)  # each hop in a child process, with limits
     trace_divergence: bool = False  # trace per-layer divergence even when a static repair suffices (--html)
 
+    def __post_init__(self) -> None:
+        self.thresholds = _for_quantisation(self.thresholds, self.options.keep_quantisation)
+
 
 @dataclass
 class CheckRequest:
@@ -80,7 +83,6 @@ class Outcome:
 
 def run_convert(request: ConvertRequest) -> Outcome:
     """Convert, validate, and write OUT only if verified (or if the user allows unverified output)."""
-    request = replace(request, thresholds=_for_quantisation(request.thresholds, request.options.keep_quantisation))
     source, output = Path(request.source), Path(request.output)
     report = Report(command="convert", source={"path": str(source)}, target={"path": str(output)},
                     thresholds=vars(request.thresholds))
@@ -134,9 +136,13 @@ class RepairRequest(CheckRequest):
     isolation: Isolation = field(default_factory=Isolation)  # converters re-run by the repair, in children
     trace_divergence: bool = False  # trace per-layer divergence even when a static repair suffices (--html)
 
+    def __post_init__(self) -> None:
+        self.thresholds = _for_quantisation(self.thresholds, self.keep_quantisation)
+
 
 def _for_quantisation(thresholds: Thresholds, keep_quantisation: bool) -> Thresholds:
-    """A wanted quantisation is judged on labels alone, however the request was made (CLI, API, drop-in)."""
+    """A wanted quantisation is judged on labels alone, however the request was made (CLI, API, drop-in);
+    applied where a request is made, so the run, its report and the up-to-date check all see it."""
     return replace(thresholds, labels_only=True) if keep_quantisation else thresholds
 
 
@@ -165,7 +171,6 @@ def run_repair(request: RepairRequest) -> Outcome:
     """Repair an existing faulty conversion; write OUT (in TARGET's format) only once verified."""
     from .repair.loop import RepairSession, repair_until_verified
 
-    request = replace(request, thresholds=_for_quantisation(request.thresholds, request.keep_quantisation))
     output = Path(request.output)
     report = _existing_report("repair", request)
     report.target["output"] = str(output)
