@@ -4,6 +4,9 @@ For each model: a Keras source, its ONNX conversion (tf2onnx), then one planted 
 (safeconvert.faults, seed 0); each fault is repaired by `safeconvert repair` in its own process so that
 peak memory is that run's alone. Prints wall time per stage and peak RSS.
 
+Each fault runs twice by default: "cold", with an empty float-reference cache (the first check of a source),
+and "warm", with the export of that source already cached (checking the same source again).
+
     .venv/bin/python benchmarks/localize.py [--models mobilenet_v2,resnet101] [--kinds transposed_kernel,...]
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -37,7 +41,7 @@ def build_source(model: str, work: Path) -> tuple[Path, str]:
     return path, "tf"
 
 
-def one_case(source: str, faulty: str, preset: str, out: str, mode: str = "current") -> None:
+def one_case(source: str, faulty: str, preset: str, out: str, mode: str = "warm") -> None:
     """Child process: repair one faulty conversion and print its figures as JSON.
 
     mode "baseline" repairs as before the speedups: activations always traced, on 4 images."""
@@ -70,6 +74,8 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS.values()))
     parser.add_argument("--json", type=Path, help="also write every case's figures here")
     parser.add_argument("--compare", action="store_true", help="run each case also as before the speedups")
+    parser.add_argument("--cache", choices=("both", "cold", "warm"), default="both",
+                        help="float-reference cache: empty per case (cold), kept across cases (warm), or both")
     parser.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -87,10 +93,12 @@ def main() -> None:
         clean = work / f"{model}.onnx"
         if not clean.exists():
             run_convert(ConvertRequest(source, clean, preprocess=preset))
+        if "warm" in CACHE_MODES[args.cache]:
+            fill_cache(source, work / "cache")
         for kind in args.kinds.split(","):
             faulty = work / f"{model}-{kind}.onnx"
             inject(clean, faulty, kind, seed=0)
-            for mode in (["baseline", "current"] if args.compare else ["current"]):
+            for mode in (["baseline"] if args.compare else []) + CACHE_MODES[args.cache]:
                 run_case(model, kind, mode, source, faulty, preset, work, results)
         print(f"  target for {model}: localize+repair <= {TARGETS_SECONDS.get(model, 0):.0f} s per fault")
     print(f"(run on {time.strftime('%Y-%m-%d %H:%M')}; files in {work})")
@@ -98,13 +106,32 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=1))
 
 
+def fill_cache(source: Path, cache: Path) -> None:
+    """Put the source's float-reference export in the warm cache, as an earlier check of it would have."""
+    from safeconvert.ir import reference_cache
+    from safeconvert.ir.keras_reference import keras_to_tflite
+    from safeconvert.runners.tf_runner import load_keras_model
+
+    os.environ[reference_cache.ENV_VAR] = str(cache)
+    try:
+        reference_cache.cached_float_tflite(source, lambda: keras_to_tflite(load_keras_model(source)))
+    finally:
+        del os.environ[reference_cache.ENV_VAR]
+
+
+CACHE_MODES = {"both": ["cold", "warm"], "cold": ["cold"], "warm": ["warm"]}
+
+
 def run_case(model: str, kind: str, mode: str, source: Path, faulty: Path, preset: str, work: Path,
              results: list[dict]) -> None:
     """One repair in a child process (its own peak memory); print its row and stage line."""
     from safeconvert.faults import KINDS as ALL_KINDS
+    from safeconvert.ir.reference_cache import ENV_VAR
 
+    cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-cold-")) if mode in ("cold", "baseline") else work / "cache"
+    env = {**os.environ, ENV_VAR: str(cache)}
     child = subprocess.run([sys.executable, __file__, "--case", str(source), str(faulty), preset,
-                            str(work / f"{model}-{kind}-fixed.onnx"), mode], capture_output=True, text=True)
+                            str(work / f"{model}-{kind}-fixed.onnx"), mode], capture_output=True, text=True, env=env)
     if child.returncode not in (0, 1):
         print(f"{model:<13} {kind}: failed: {child.stderr.strip().splitlines()[-1:]}")
         return

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Runs (and the safeconvert processes they start) keep their float-reference cache out of the user's own.
+_CACHE = tempfile.mkdtemp(prefix="safeconvert-test-cache-")
+os.environ["SAFECONVERT_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from test_localize_repair import assert_localized_and_repaired
 pytestmark = pytest.mark.slow
 
 ONNX_FAULTS = ["transposed_kernel", "dilation", "removed_activation", "layout_reinterpret", "hw_swap", "channel_order"]
-TFLITE_FAULTS = ["transposed_kernel", "stride"]
+TFLITE_FAULTS = ["transposed_kernel", "stride", "layout_reinterpret"]
 
 
 @pytest.fixture(scope="module")

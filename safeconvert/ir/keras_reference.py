@@ -93,22 +93,25 @@ def savedmodel_to_tflite(path: Path) -> bytes:
 
 
 def import_keras(model_or_path, fmt: Format | None = None):
-    """ImportedModel of a Keras model (object or file) or SavedModel directory, via float TFLite."""
+    """ImportedModel of a Keras model (object or file) or SavedModel directory, via float TFLite.
+
+    For files the export is cached by content (reference_cache.py): checking the same source again skips
+    loading it and exporting it."""
     from .importers import import_tflite
 
-    path = None
-    if isinstance(model_or_path, (str, Path)):
-        path = Path(model_or_path)
-        if fmt is Format.SAVEDMODEL or path.is_dir():
-            imported = import_tflite(savedmodel_to_tflite(path))
-            imported.format, imported.path = Format.SAVEDMODEL, path
-            return imported
-        from ..runners.tf_runner import load_keras_model
+    if not isinstance(model_or_path, (str, Path)):
+        imported = import_tflite(keras_to_tflite(model_or_path))
+        imported.format, imported.path = Format.KERAS, None
+        return imported
+    from ..runners.tf_runner import load_keras_model
+    from .reference_cache import cached_float_tflite
 
-        model = load_keras_model(path)
-    else:
-        model = model_or_path
-    imported = import_tflite(keras_to_tflite(model))
+    path = Path(model_or_path)
+    if fmt is Format.SAVEDMODEL or path.is_dir():
+        imported = import_tflite(cached_float_tflite(path, lambda: savedmodel_to_tflite(path)))
+        imported.format, imported.path = Format.SAVEDMODEL, path
+        return imported
+    imported = import_tflite(cached_float_tflite(path, lambda: keras_to_tflite(load_keras_model(path))))
     imported.format, imported.path = Format.KERAS, path
     return imported
 

@@ -39,16 +39,29 @@ def static_findings(alignment, target_layers: list | None = None) -> list[Findin
 
 
 def _reinterpreting_chain(layer, layers: list) -> list:
-    """An extra reshape plus the layout ops after it that bring the tensor back to its own shape: together
-    they move the data around (a reshape used where a transpose was meant). Empty when not that."""
+    """An extra reshape plus the layout ops around it that bring the tensor back to its own shape: together
+    they move the data around (a reshape used where a transpose was meant). Empty when not that.
+
+    The layout ops follow the reshape as the fault was written, or precede it once normalisation has
+    cancelled them against its own layout transposes (an NHWC model's RESHAPE + TRANSPOSE becomes
+    transpose-to-NHWC + reshape in the NCHW form)."""
     if layer.kind != "reshape" or layer.in_shape is None:
         return []
+    return _layout_walk(layer, layers, forward=True) or _layout_walk(layer, layers, forward=False)
+
+
+def _layout_walk(layer, layers: list, forward: bool) -> list:
+    by_index = {l.index: l for l in layers}
     chain, current = [layer], layer
-    while current.out_shape != layer.in_shape:
-        following = [l for l in layers if current.index in l.inputs]
-        if len(following) != 1 or following[0].role != "layout":
+    goal = layer.in_shape if forward else layer.out_shape
+    while (current.out_shape if forward else current.in_shape) != goal:
+        if forward:
+            nearby = [l for l in layers if current.index in l.inputs]
+        else:
+            nearby = [by_index[i] for i in current.inputs if i in by_index]
+        if len(nearby) != 1 or nearby[0].role != "layout":
             return []
-        current = following[0]
+        current = nearby[0]
         chain.append(current)
     return chain if len(chain) > 1 else []
 
@@ -61,7 +74,7 @@ def _reinterpret_finding(layer, chain: list) -> Finding:
                 "the values are reinterpreted in another layout's order (a reshape where a transpose belongs)",
         target_layer=layer.name,
         evidence={"target_index": layer.index, "ops": [m.kind for m in chain], "shape": list(layer.in_shape)},
-        repair=RepairProposal("remove_op", {"kind": "reshape", "nodes": list(dict.fromkeys(nodes))}),
+        repair=RepairProposal("remove_op", {"kind": "reshape", "nodes": list(dict.fromkeys(nodes)), "reinterpret": True}),
     )
 
 

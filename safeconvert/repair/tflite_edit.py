@@ -756,6 +756,45 @@ def _channel_shaped(values: np.ndarray, shape: tuple[int, ...], axis: int) -> np
 # ---------------------------------------------------------------- removing ops
 
 
+LAYOUT_OPS = ("RESHAPE", "TRANSPOSE")
+MAX_CHAIN = 8  # ops in one reinterpreting chain, reshape included
+
+
+def reinterpreting_chain(model, output_names: Sequence[str], subgraph: int = 0) -> list[str]:
+    """The named RESHAPE ops with the RESHAPE/TRANSPOSE ops next to them that bring each tensor back to the
+    shape it had: a reshape used where a transpose belongs is undone as a whole. The normalised form a
+    finding comes from may not show every op of the chain (its own layout transposes cancel some), so the
+    chain is completed here, in the TFLite graph: first after the reshape, else before it."""
+    chain: list[str] = []
+    for name in output_names:
+        op = find_op(model, name, subgraph)
+        chain += _shape_restoring_ops(model, op, subgraph, forward=True) or \
+            _shape_restoring_ops(model, op, subgraph, forward=False) or [name]
+    return list(dict.fromkeys(chain))
+
+
+def _shape_restoring_ops(model, op_index: int, subgraph: int, forward: bool) -> list[str]:
+    """The op and the layout ops after (or before) it, up to where the tensor has its shape back; [] if none."""
+    sg = model.subgraphs[subgraph]
+    producers = _producers(model, subgraph)
+    first = sg.operators[op_index]
+    goal = _shape(model, _data_input(model, first, subgraph) if forward else int(first.outputs[0]), subgraph)
+    ops = [op_index]
+    while len(ops) <= MAX_CHAIN:
+        op = sg.operators[ops[-1]]
+        edge = int(op.outputs[0]) if forward else _data_input(model, op, subgraph)
+        if len(ops) > 1 and _shape(model, edge, subgraph) == goal:
+            return [tensor_name(model, int(sg.operators[i].outputs[0]), subgraph) for i in ops]
+        readers = _readers(model, edge, subgraph)
+        if len(readers) != 1:
+            return []
+        nearby = readers[0][0] if forward else producers.get(edge)
+        if nearby is None or op_name(model, nearby, subgraph) not in LAYOUT_OPS:
+            return []
+        ops.append(nearby)
+    return []
+
+
 def remove_ops(model, output_names: Sequence[str], subgraph: int = 0) -> list[str]:
     """Remove pass-through ops (an extra activation, RESHAPE, TRANSPOSE, PAD, MUL by a constant...) named
     by their output tensors: their readers read the op's data input (its first computed input) instead,

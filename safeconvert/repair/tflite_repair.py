@@ -214,6 +214,8 @@ def _remove_op(model, args: dict, evidence: dict) -> str:
         raise NotApplicable("no op to remove")
     if args.get("kind") in ACTIVATION_KINDS:
         return _remove_activation(model, args["kind"], names)
+    if args.get("reinterpret"):
+        names = tflite_edit.reinterpreting_chain(model, names)
     ops = {n: _op_type(model, n) for n in names}
     weighted = [n for n, op in ops.items() if op in tflite_edit.WEIGHTED_OPS]
     if weighted:
