@@ -187,6 +187,28 @@ def test_interrupt_kills_the_hop_and_cleans_up(small_keras_file: Path, dirs):
     assert not hanging_processes()
 
 
+def test_a_killed_safeconvert_takes_its_hop_with_it(small_keras_file: Path, dirs):
+    """SIGKILL leaves safeconvert no chance to clean up: the hop's watchdog still kills the converter."""
+    out_dir, tmp = dirs
+    fake = fake_python(tmp.parent, "fake-hang", HANG)
+    process = subprocess.Popen([PYTHON, "-m", "safeconvert", "convert", str(small_keras_file), "-o", str(out_dir / "m.onnx"),
+                                "--converter-env", f"tf2onnx={fake}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        deadline = time.monotonic() + 120
+        while not any(HANG_MARKER in command for command in _descendant_commands(process.pid)):
+            assert process.poll() is None and time.monotonic() < deadline, "the hop never started"
+            time.sleep(0.05)
+        assert hanging_processes()
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while hanging_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not hanging_processes()
+
+
 def _descendant_commands(pid: int) -> list[str]:
     """The command lines of a process's descendants (those that vanish meanwhile are skipped)."""
     import psutil

@@ -4,6 +4,9 @@ The child starts in its own session (process group): the terminal's Ctrl-C reach
 then kills the group, and a converter's own helper processes die with it. Memory is limited by polling the
 resident set of the child's process tree (psutil) rather than with RLIMIT_AS: TensorFlow reserves tens of GB
 of address space it never touches, so an address-space limit fails it long before real memory runs short.
+
+A safeconvert that is itself SIGKILLed (or OOM-killed) cannot kill the group; a tiny watchdog process beside the
+child does it instead, the moment safeconvert is gone (see ORPHAN_WATCH).
 """
 
 from __future__ import annotations
@@ -22,6 +25,25 @@ DEFAULT_TIMEOUT = 900.0  # seconds: ResNet50 through tf2onnx takes ~15 s here; a
 DEFAULT_MEMORY_SHARE = 0.8  # of physical memory, when no limit is given
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 40
+
+# The watchdog: a child of safeconvert that notices it was orphaned (its parent id changes the moment
+# safeconvert dies, before anyone reaps it) and then kills the hop's process group. PR_SET_PDEATHSIG cannot
+# do this: it fires when the *thread* that started the child ends, and hops start from worker threads. A
+# thread inside the hop child cannot either: a converter holding the GIL in native code would starve it.
+ORPHAN_WATCH = """
+import os, signal, sys, time
+parent, group = os.getppid(), int(sys.argv[1])
+while os.getppid() == parent:
+    time.sleep(0.5)
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        sys.exit(0)
+try:
+    os.killpg(group, signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
 
 
 @dataclass
@@ -77,6 +99,7 @@ class LimitedChild:
         with open(log_path, "wb") as log, signals_deferred():  # a Ctrl-C right after Popen would orphan the child
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                             env=env, cwd=cwd, start_new_session=True)
+            self.orphan_watch = _start_orphan_watch(self.process.pid)
             self.watcher = threading.Thread(target=self._watch, args=(limits.memory_bytes(),), daemon=True)
             self.watcher.start()
 
@@ -115,7 +138,21 @@ class LimitedChild:
     def kill(self) -> None:
         """End the child's whole process group now (its helpers too) and reap it."""
         _kill_group(self.process)
+        if self.orphan_watch is not None:
+            _kill_group(self.orphan_watch)
+            self.orphan_watch = None
         self.result.status = self.process.returncode if self.result.status is None else self.result.status
+
+
+def _start_orphan_watch(group: int) -> subprocess.Popen | None:
+    """The watchdog for one child's process group (None if it cannot start: the hop still runs, unguarded)."""
+    import sys
+
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", "-c", ORPHAN_WATCH, str(group)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return None
 
 
 def tree_rss(pid: int) -> int:
