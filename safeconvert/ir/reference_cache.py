@@ -84,7 +84,15 @@ def _store(folder: Path, entry: Path, data: bytes) -> None:
             Path(temporary).unlink(missing_ok=True)
 
 
+def cached_exports(root: Path) -> list[Path]:
+    """The exports held under a cache root, most recently used first."""
+    folder = root / "float-reference"
+    try:
+        return sorted(folder.glob("*.tflite"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return []
+
+
 def _trim(folder: Path) -> None:
-    entries = sorted(folder.glob("*.tflite"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[MAX_ENTRIES:]:
+    for old in cached_exports(folder.parent)[MAX_ENTRIES:]:
         old.unlink(missing_ok=True)
