@@ -8,6 +8,7 @@ results.png to --out (default: results/) and prints the totals.
     .venv/bin/python benchmarks/evaluate.py --quick --models small   # the fast subset (a few minutes)
     .venv/bin/python benchmarks/evaluate.py --models mobilenet_v2 --only injected
     .venv/bin/python benchmarks/evaluate.py --work ~/eval --resume  # continue an interrupted run
+    .venv/bin/python benchmarks/evaluate.py --work ~/eval --tables-only  # tables of what it has finished so far
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from safeconvert.evaluation.cases import MODELS, evaluation_cases
-from safeconvert.evaluation.runner import DEFAULT_CASE_TIMEOUT, run_cases
+from safeconvert.evaluation.runner import DEFAULT_CASE_TIMEOUT, finished_cases, run_cases
 from safeconvert.evaluation.tables import totals_sentence, write_outputs
 
 
@@ -29,15 +30,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (kept; models are reused from it)")
     parser.add_argument("--resume", action="store_true", help="with --work: keep the cases an earlier run finished there")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="with --work: write the tables from the cases finished there, run nothing")
     parser.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT)
     args = parser.parse_args()
     cases = evaluation_cases(args.models.split(","), quick=args.quick)
     if args.only:
         cases = [c for c in cases if args.only in c.case_id]
+    if args.tables_only and args.work is None:
+        parser.error("--tables-only needs --work (the folder of an earlier run)")
     work = args.work or Path(tempfile.mkdtemp(prefix="safeconvert-evaluate-"))
-    print(f"{len(cases)} cases; scratch in {work}", flush=True)
-    results = run_cases(cases, work, args.case_timeout, on_result=_print_row, resume=args.resume)
-    summary = write_outputs(results, args.out, args.quick)
+    not_run: list[str] = []
+    if args.tables_only:
+        results, missing = finished_cases(cases, work)
+        not_run = [case.case_id for case in missing]
+        print(f"{len(results)} of {len(cases)} cases finished in {work}", flush=True)
+    else:
+        print(f"{len(cases)} cases; scratch in {work}", flush=True)
+        results = run_cases(cases, work, args.case_timeout, on_result=_print_row, resume=args.resume)
+    summary = write_outputs(results, args.out, args.quick, not_run)
     print(totals_sentence(summary))
     print(f"table: {args.out / 'results.md'}  plot: {args.out / 'results.png'}")
 

@@ -111,3 +111,26 @@ def test_routes_table_has_one_row_per_clean_route_and_model():
     assert "| keras -> onnx | m | tf2onnx | 32/32 | 32/32 | 10/10 | 1e-07 | 30 |" in table
     assert "| onnx -> tflite | m | onnx2tf-tflite | 29/32 | 32/32 | 10/10 |" in table
     assert "stride" not in table and table.count("\n| ") == 3  # header + two clean routes
+
+
+def test_tables_only_lists_what_an_unfinished_run_has_not_run(tmp_path: Path):
+    """--tables-only: recorded cases (errors too) make the table, the others are named as not run."""
+    from dataclasses import asdict
+
+    from safeconvert.evaluation import runner
+    from safeconvert.evaluation.tables import write_outputs
+
+    done, crashed, pending = (Case("m", "keras", "onnx", "clean"), Case("m", "keras", "tflite", "clean"),
+                              Case("m", "keras", "onnx", "injected", "stride"))
+    for case, result in ((done, case_result(_raw(done, None, _metrics(0)), 12.0, 300)),
+                         (crashed, case_result({"case": crashed.to_dict(), "error": "boom", "status": "error"}, 3, 1))):
+        folder = tmp_path / "m" / case.case_id
+        folder.mkdir(parents=True)
+        (folder / runner.MEASURED).write_text(json.dumps(asdict(result)))
+    results, missing = runner.finished_cases([done, crashed, pending], tmp_path)
+    assert [r.case_id for r in results] == [done.case_id, crashed.case_id] and missing == [pending]
+    assert results[1].status == "error"
+    write_outputs(results, tmp_path / "out", quick=False, not_run=[c.case_id for c in missing])
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "Not run yet (1 of 3 cases" in text and f"`{pending.case_id}`" in text
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["not_run"] == [pending.case_id]

@@ -42,13 +42,29 @@ def run_cases(cases: list[Case], work: Path, timeout: float = DEFAULT_CASE_TIMEO
 MEASURED = "measured.json"  # a finished case's figures, for --resume
 
 
+def finished_cases(cases: list[Case], work: Path) -> tuple[list[CaseResult], list[Case]]:
+    """The figures of the cases an earlier run recorded in `work` (errors and time-outs included), and the
+    cases it has not reached (yet)."""
+    results, missing = [], []
+    for case in cases:
+        result = _measured(work / case.model / case.case_id)
+        if result is None:
+            missing.append(case)
+        else:
+            results.append(result)
+    return results, missing
+
+
 def _finished(folder: Path) -> CaseResult | None:
     """The figures of a case an earlier run finished (not one that timed out or crashed: that is retried)."""
+    result = _measured(folder)
+    return result if result is not None and result.status in ("ok", "not applicable") else None
+
+
+def _measured(folder: Path) -> CaseResult | None:
+    """The figures an earlier run recorded for a case, whatever its outcome."""
     path = folder / MEASURED
-    if not path.is_file():
-        return None
-    result = CaseResult(**json.loads(path.read_text()))
-    return result if result.status in ("ok", "not applicable") else None
+    return CaseResult(**json.loads(path.read_text())) if path.is_file() else None
 
 
 def prepare(model: str, work: Path) -> Prepared:

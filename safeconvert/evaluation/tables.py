@@ -12,8 +12,9 @@ from .prepare import HOLDOUT_EVERY
 from .results import CaseResult, Totals, totals
 
 
-def write_outputs(results: list[CaseResult], folder: Path, quick: bool) -> Totals:
-    """results.md, results.json (and the plot, see plot.py) in `folder`; returns the totals."""
+def write_outputs(results: list[CaseResult], folder: Path, quick: bool, not_run: list[str] | None = None) -> Totals:
+    """results.md, results.json (and the plot, see plot.py) in `folder`; returns the totals. `not_run` names
+    the cases of the run's selection that have no figures yet (tables written from an unfinished run)."""
     from .plot import plot_before_after
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -21,9 +22,9 @@ def write_outputs(results: list[CaseResult], folder: Path, quick: bool) -> Total
     stamp = time.strftime("%Y-%m-%d %H:%M")
     document = {"run": stamp, "quick": quick, "python": platform.python_version(), "machine": _machine(),
                 "models": {m: MODEL_NOTES.get(m, "") for m in dict.fromkeys(r.model for r in results)},
-                "totals": summary.to_dict(), "cases": [r.to_dict() for r in results]}
+                "totals": summary.to_dict(), "cases": [r.to_dict() for r in results], "not_run": not_run or []}
     (folder / "results.json").write_text(json.dumps(document, indent=2) + "\n")
-    (folder / "results.md").write_text(markdown(results, summary, stamp) + "\n")
+    (folder / "results.md").write_text(markdown(results, summary, stamp, not_run or []) + "\n")
     if any(r.scenario == "clean" for r in results):
         (folder / "routes.md").write_text(routes_markdown(results, stamp) + "\n")
     plot_before_after(results, folder / "results.png")
@@ -45,7 +46,7 @@ def totals_sentence(summary: Totals) -> str:
             f"errors: {summary.errors}; not applicable: {summary.not_applicable}")
 
 
-def markdown(results: list[CaseResult], summary: Totals, stamp: str) -> str:
+def markdown(results: list[CaseResult], summary: Totals, stamp: str, not_run: list[str] | None = None) -> str:
     models = dict.fromkeys(r.model for r in results)
     lines = [f"# safeconvert evaluation ({stamp})", "",
              *[f"- **{m}**: {MODEL_NOTES.get(m, '')}" for m in models],
@@ -56,6 +57,9 @@ def markdown(results: list[CaseResult], summary: Totals, stamp: str) -> str:
              "| hold-out before -> after | max abs diff before -> after | s | peak MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(r) for r in results]
+    if not_run:
+        lines += ["", f"**Not run yet ({len(not_run)} of {len(results) + len(not_run)} cases; the totals above leave them out):** "
+                      + ", ".join(f"`{case_id}`" for case_id in not_run) + "."]
     return "\n".join(lines)
 
 
