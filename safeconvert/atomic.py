@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import BadInputError
-from .safety.signals import signals_deferred
+from .safety.signals import raise_if_signalled, signals_deferred
 
 SCRATCH_PREFIX = ".safeconvert-"
 
@@ -50,7 +50,9 @@ def scratch_dir(near: Path) -> Iterator[Path]:
 
 
 def move_into_place(built: Path, out: Path) -> None:
-    """Move a finished file or directory to OUT atomically, replacing what is there (caller checked --force)."""
+    """Move a finished file or directory to OUT atomically, replacing what is there (caller checked --force).
+    An interruption that arrived earlier (and that library code may have swallowed) stops it here."""
+    raise_if_signalled()
     if built.is_dir():
         backup = None
         if out.exists():

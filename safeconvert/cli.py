@@ -13,7 +13,7 @@ from .errors import EXIT_BAD_INPUT, BadInputError, SafeConvertError, one_line
 from .html_report.alongside import check_page_path, html_written
 from .quiet import unraisable_silenced
 from .safety.disk import disk_problem
-from .safety.signals import EXIT_TERMINATED, Terminated, sigterm_unwinds
+from .safety.signals import EXIT_TERMINATED, Terminated, raise_if_signalled, signals_unwind
 
 app = typer.Typer(
     add_completion=False,
@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure becomes one line on stderr and a documented exit code, never a traceback."""
     click_error, click_abort = _click_exceptions()
     try:
-        with sigterm_unwinds(), unraisable_silenced():  # SIGTERM unwinds like Ctrl-C: scratch files go
+        with signals_unwind(), unraisable_silenced():  # SIGTERM unwinds like Ctrl-C: scratch files go
             code = app(args=argv, prog_name="safeconvert", standalone_mode=False)
+            raise_if_signalled()  # a signal whose exception some library swallowed still ends the run
         if code == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent Exit(130)
             raise KeyboardInterrupt
     except click_error as exc:

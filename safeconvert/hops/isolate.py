@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..safety.signals import signals_deferred
+from ..safety.signals import raise_if_signalled, signals_deferred
 
 DEFAULT_TIMEOUT = 900.0  # seconds: ResNet50 through tf2onnx takes ~15 s here; a hang is something else
 DEFAULT_MEMORY_SHARE = 0.8  # of physical memory, when no limit is given
@@ -129,6 +129,7 @@ class LimitedChild:
         try:
             while self.watcher.is_alive():
                 self.watcher.join(POLL_SECONDS)
+                raise_if_signalled()  # Ctrl-C whose exception was swallowed elsewhere still ends the hop
         finally:
             self.kill()
         self.result.seconds = self.result.seconds or time.perf_counter() - self.started
