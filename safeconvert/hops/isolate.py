@@ -96,12 +96,19 @@ class LimitedChild:
         self.limits = limits
         self.started = time.perf_counter()
         self.result = ChildResult(None, 0.0)
-        with open(log_path, "wb") as log, signals_deferred():  # a Ctrl-C right after Popen would orphan the child
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            env=env, cwd=cwd, start_new_session=True)
-            self.orphan_watch = _start_orphan_watch(self.process.pid)
-            self.watcher = threading.Thread(target=self._watch, args=(limits.memory_bytes(),), daemon=True)
-            self.watcher.start()
+        self.process: subprocess.Popen | None = None
+        self.orphan_watch: subprocess.Popen | None = None
+        try:
+            with open(log_path, "wb") as log, signals_deferred():  # a Ctrl-C right after Popen would orphan the child
+                self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                                env=env, cwd=cwd, start_new_session=True)
+                self.orphan_watch = _start_orphan_watch(self.process.pid)
+                self.watcher = threading.Thread(target=self._watch, args=(limits.memory_bytes(),), daemon=True)
+                self.watcher.start()
+        except BaseException:  # a Ctrl-C held during the start is raised at the block's end: no caller has us yet
+            if self.process is not None:
+                self.kill()
+            raise
 
     def _watch(self, memory_limit: int) -> None:
         """Poll until the child exits; past the time or memory limit, kill its group and say which."""
