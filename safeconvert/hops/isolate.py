@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -154,8 +155,6 @@ class LimitedChild:
 
 def _start_orphan_watch(group: int) -> subprocess.Popen | None:
     """The watchdog for one child's process group (None if it cannot start: the hop still runs, unguarded)."""
-    import sys
-
     try:
         return subprocess.Popen([sys.executable, "-I", "-S", "-c", ORPHAN_WATCH, str(group)], stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

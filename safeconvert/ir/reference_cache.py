@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -53,7 +52,7 @@ def cached_float_tflite(path: Path, export: Callable[[], bytes]) -> bytes:
         return export()
     from ..runners.tf_runner import quiet_tensorflow
 
-    folder = root / "float-reference"
+    folder = _exports_folder(root)
     entry = folder / f"{source_key(path, quiet_tensorflow().__version__)}.tflite"
     try:
         data = entry.read_bytes()
@@ -68,29 +67,27 @@ def cached_float_tflite(path: Path, export: Callable[[], bytes]) -> bytes:
 
 def _store(folder: Path, entry: Path, data: bytes) -> None:
     """Write atomically (a concurrent reader never sees half an export), then trim to MAX_ENTRIES."""
-    temporary = None
+    from ..atomic import write_bytes_atomically
+    from ..errors import BadInputError
+
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".part")
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, entry)
-        temporary = None
+        write_bytes_atomically(entry, data)
         _trim(folder)
-    except OSError:
+    except (OSError, BadInputError):
         pass
-    finally:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
 
 
 def cached_exports(root: Path) -> list[Path]:
     """The exports held under a cache root, most recently used first."""
-    folder = root / "float-reference"
     try:
-        return sorted(folder.glob("*.tflite"), key=lambda p: p.stat().st_mtime, reverse=True)
+        return sorted(_exports_folder(root).glob("*.tflite"), key=lambda p: p.stat().st_mtime, reverse=True)
     except OSError:
         return []
+
+
+def _exports_folder(root: Path) -> Path:
+    return root / "float-reference"
 
 
 def _trim(folder: Path) -> None:
