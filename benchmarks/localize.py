@@ -4,8 +4,9 @@ For each model: a Keras source, its ONNX conversion (tf2onnx), then one planted 
 (safeconvert.faults, seed 0); each fault is repaired by `safeconvert repair` in its own process so that
 peak memory is that run's alone. Prints wall time per stage and peak RSS.
 
-Each fault runs twice by default: "cold", with an empty float-reference cache (the first check of a source),
-and "warm", with the export of that source already cached (checking the same source again).
+Each fault runs twice by default: "cold", with an empty cache (the first check of a source), and "warm",
+with what an earlier check of that source leaves in the cache (its float TFLite export and its outputs on
+the photos), as when the same source is checked again.
 
     .venv/bin/python benchmarks/localize.py [--models mobilenet_v2,resnet101] [--kinds transposed_kernel,...]
 """
@@ -21,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from safeconvert.user_cache import ENV_VAR
 
 KINDS = {"WB": "transposed_kernel", "LH": "dilation", "CG": "removed_activation", "TSS": "layout_reinterpret",
          "ID": "hw_swap", "PP": "channel_order"}
@@ -75,7 +78,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every case's figures here")
     parser.add_argument("--compare", action="store_true", help="run each case also as before the speedups")
     parser.add_argument("--cache", choices=("both", "cold", "warm"), default="both",
-                        help="float-reference cache: empty per case (cold), kept across cases (warm), or both")
+                        help="the per-user cache: empty per case (cold), kept across cases (warm), or both")
     parser.add_argument("--case", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -85,6 +88,7 @@ def main() -> None:
     from safeconvert.pipeline import ConvertRequest, run_convert
 
     work = Path(tempfile.mkdtemp(prefix="sc-localize-"))
+    os.environ[ENV_VAR] = str(work / "cache")  # the clean conversion below fills the warm cache, not the user's
     results: list[dict] = []
     print(f"{'model':<13} {'category':<4} {'fault':<20} {'mode':<8} {'labels':>9} {'found':>6} {'repaired':>9} {'total s':>8} "
           f"{'localize s':>11} {'repair s':>9} {'peak MiB':>9}")
@@ -94,7 +98,7 @@ def main() -> None:
         if not clean.exists():
             run_convert(ConvertRequest(source, clean, preprocess=preset))
         if "warm" in CACHE_MODES[args.cache]:
-            fill_cache(source, work / "cache")
+            fill_cache(source)
         for kind in args.kinds.split(","):
             faulty = work / f"{model}-{kind}.onnx"
             inject(clean, faulty, kind, seed=0)
@@ -106,17 +110,14 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=1))
 
 
-def fill_cache(source: Path, cache: Path) -> None:
-    """Put the source's float-reference export in the warm cache, as an earlier check of it would have."""
+def fill_cache(source: Path) -> None:
+    """Put the source's float-reference export in the warm cache, as an earlier check of it would have
+    (the clean conversion has already put the source's outputs there)."""
     from safeconvert.ir import reference_cache
     from safeconvert.ir.keras_reference import keras_to_tflite
     from safeconvert.runners.tf_runner import load_keras_model
 
-    os.environ[reference_cache.ENV_VAR] = str(cache)
-    try:
-        reference_cache.cached_float_tflite(source, lambda: keras_to_tflite(load_keras_model(source)))
-    finally:
-        del os.environ[reference_cache.ENV_VAR]
+    reference_cache.cached_float_tflite(source, lambda: keras_to_tflite(load_keras_model(source)))
 
 
 CACHE_MODES = {"both": ["cold", "warm"], "cold": ["cold"], "warm": ["warm"]}
@@ -126,7 +127,6 @@ def run_case(model: str, kind: str, mode: str, source: Path, faulty: Path, prese
              results: list[dict]) -> None:
     """One repair in a child process (its own peak memory); print its row and stage line."""
     from safeconvert.faults import KINDS as ALL_KINDS
-    from safeconvert.ir.reference_cache import ENV_VAR
 
     cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-cold-")) if mode in ("cold", "baseline") else work / "cache"
     env = {**os.environ, ENV_VAR: str(cache)}

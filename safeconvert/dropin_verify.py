@@ -55,7 +55,7 @@ def verify(source: Runner, target: Runner, hop: Hop, settings: VerifySettings, s
     """Run source and target over the calibration set and judge; labels name in-memory or temporary models."""
     from .validators.calibration import load_calibration
     from .validators.preprocess import check_preset, default_preset
-    from .validators.validate import preprocessing_for, run_model, validate
+    from .validators.validate import validate
 
     preset = check_preset(settings.preprocess or default_preset(source.format))
     calib = load_calibration(Path(settings.calibration) if settings.calibration is not None else None)
@@ -64,10 +64,10 @@ def verify(source: Runner, target: Runner, hop: Hop, settings: VerifySettings, s
     report.calibration = {"source": calib.source, "images": len(calib),
                           "preprocess": "none (float .npy)" if calib.preprocessed else preset}
     started = time.perf_counter()
-    source_outputs = run_model(source, calib, preprocessing_for(source, preset))
-    validation = validate(source, target, calib, preset, settings.thresholds, source_outputs=source_outputs)
+    validation = validate(source, target, calib, preset, settings.thresholds)
     report.timings["validate"] = round(time.perf_counter() - started, 4)
     report.metrics, report.verdict = validation.metrics.to_dict(), validation.verdict.to_dict()
+    validation.describe_source_outputs(report.calibration)
     report.exit_code = EXIT_VERIFIED if validation.verdict.verified else EXIT_NOT_VERIFIED
     return report
 

@@ -46,21 +46,24 @@ def print_doctor(console: Console | None = None) -> int:
     console.print(table)
     tvm_ok, tvm_note = _tvm_status()
     console.print(f"TVM: {'[green]ok[/green]' if tvm_ok else '[red]unusable[/red]'} ({tvm_note})")
-    console.print(f"float-reference cache: {_cache_status()}")
+    console.print(f"cache: {_cache_status()}")
     ok = missing == 0 and tvm_ok
     console.print("[green]all components present[/green]" if ok else f"[red]{missing} component(s) missing[/red]")
     return 0 if ok else 1
 
 
 def _cache_status() -> str:
-    from .ir.reference_cache import ENV_VAR, cache_root, cached_exports
+    from .ir.reference_cache import EXPORTS
+    from .user_cache import ENV_VAR, cache_root
+    from .validators.output_cache import OUTPUTS
 
     root = cache_root()
     if root is None:
         return f"off ({ENV_VAR})"
-    exports = cached_exports(root)
-    size = sum(path.stat().st_size for path in exports if path.exists()) / 2**20
-    return f"{root} ({len(exports)} export(s), {size:.0f} MiB)"
+    held = {folder.name: folder.entries(root) for folder in (EXPORTS, OUTPUTS)}
+    size = sum(path.stat().st_size for paths in held.values() for path in paths if path.exists()) / 2**20
+    counts = ", ".join(f"{len(paths)} {name}" for name, paths in held.items())
+    return f"{root} ({counts}; {size:.0f} MiB)"
 
 
 def _tvm_status() -> tuple[bool, str]:

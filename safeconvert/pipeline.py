@@ -693,3 +693,4 @@ def _record_validation(report: Report, validation: Validation) -> None:
     report.metrics = validation.metrics.to_dict()
     report.verdict = validation.verdict.to_dict()
     report.exit_code = EXIT_VERIFIED if validation.verdict.verified else EXIT_NOT_VERIFIED
+    validation.describe_source_outputs(report.calibration)

@@ -2,8 +2,8 @@
 
 A build system that reruns safeconvert must get the same answer, and a disagreement list that changed
 between runs would make a report useless for review. Runs are compared in-process (with the source-output
-cache cleared, so the source really runs again) and across processes (different hash seeds and thread
-schedules).
+caches cleared and the on-disk one off, so the source really runs again) and across processes (different
+hash seeds and thread schedules).
 """
 
 from __future__ import annotations
@@ -16,10 +16,16 @@ from pathlib import Path
 import pytest
 
 from safeconvert.pipeline import ConvertRequest, run_convert
+from safeconvert.user_cache import ENV_VAR
 from safeconvert.validators import validate as validate_module
 from safeconvert.wrappers.base import ConversionOptions
 
 VOLATILE = {"timings", "seconds"}  # wall-clock durations: the only fields allowed to differ
+
+
+@pytest.fixture(autouse=True)
+def no_disk_cache(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "off")
 
 
 def stable(report: dict, *paths: Path) -> dict:
@@ -39,7 +45,7 @@ def _drop(value):
 
 
 def convert_once(source: Path, directory: Path, options: ConversionOptions | None = None) -> tuple[dict, bytes]:
-    validate_module._SOURCE_OUTPUTS.clear()  # make the source run again, as in a fresh process
+    validate_module._SOURCE_OUTPUTS.clear()  # make the source run again, as in a fresh process without a cache
     directory.mkdir()
     out, report = directory / "model.onnx", directory / "report.json"
     run_convert(ConvertRequest(source, out, report_path=report, options=options or ConversionOptions(), repair=False))

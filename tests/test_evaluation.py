@@ -96,9 +96,30 @@ def test_resume_keeps_finished_cases_and_retries_failed_ones(tmp_path: Path, mon
         (folder / runner.MEASURED).write_text(json.dumps(asdict(result)))
     ran = []
     monkeypatch.setattr(runner, "prepare", lambda model, work: f"prepared {model}")
-    monkeypatch.setattr(runner, "run_case", lambda case, prepared, folder, timeout: ran.append((case, prepared)) or finished)
+    monkeypatch.setattr(runner, "run_case", lambda case, prepared, folder, timeout, env=None: ran.append((case, prepared)) or finished)
     results = runner.run_cases([done_case, crashed_case], tmp_path, resume=True)
     assert results[0] == finished and ran == [(crashed_case, "prepared m")]
+
+
+def test_cases_share_a_cache_in_the_scratch_folder_unless_told_otherwise(tmp_path: Path, monkeypatch):
+    from safeconvert.evaluation import runner
+    from safeconvert.user_cache import ENV_VAR
+
+    caches = []
+    finished = case_result(_raw(Case("m", "keras", "onnx", "clean"), None, _metrics(0)), 1.0, 1)
+    monkeypatch.setattr(runner, "prepare", lambda model, work: "prepared")
+
+    def run_case(case, prepared, folder, timeout, env=None):
+        folder.mkdir(parents=True, exist_ok=True)
+        caches.append(env[ENV_VAR])
+        return finished
+
+    monkeypatch.setattr(runner, "run_case", run_case)
+    monkeypatch.delenv(ENV_VAR)
+    runner.run_cases([Case("m", "keras", "onnx", "clean")], tmp_path)
+    monkeypatch.setenv(ENV_VAR, "off")
+    runner.run_cases([Case("m", "keras", "onnx", "clean")], tmp_path)
+    assert caches == [str(tmp_path / "cache"), "off"]
 
 
 def test_routes_table_has_one_row_per_clean_route_and_model():

@@ -7,12 +7,13 @@ import pytest
 
 from safeconvert.ir import reference_cache
 from safeconvert.ir.reference_cache import cached_float_tflite, source_key
+from safeconvert.user_cache import ENV_VAR, CacheFolder
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     root = tmp_path / "cache"
-    monkeypatch.setenv(reference_cache.ENV_VAR, str(root))
+    monkeypatch.setenv(ENV_VAR, str(root))
     return root
 
 
@@ -58,7 +59,7 @@ def test_key_covers_savedmodel_files_and_their_names(tmp_path):
 
 
 def test_off_exports_every_time(tmp_path, monkeypatch):
-    monkeypatch.setenv(reference_cache.ENV_VAR, "off")
+    monkeypatch.setenv(ENV_VAR, "off")
     source = tmp_path / "m.keras"
     source.write_bytes(b"model")
     calls: list = []
@@ -70,14 +71,14 @@ def test_off_exports_every_time(tmp_path, monkeypatch):
 def test_unwritable_cache_still_gives_the_export(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    monkeypatch.setenv(reference_cache.ENV_VAR, str(blocker))
+    monkeypatch.setenv(ENV_VAR, str(blocker))
     source = tmp_path / "m.keras"
     source.write_bytes(b"model")
     assert cached_float_tflite(source, _exporter(b"flat", [])) == b"flat"
 
 
 def test_oldest_entries_are_dropped(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(reference_cache, "MAX_ENTRIES", 2)
+    monkeypatch.setattr(reference_cache, "EXPORTS", CacheFolder("float-reference", ".tflite", max_entries=2))
     for index in range(4):
         source = tmp_path / f"m{index}.keras"
         source.write_bytes(f"model {index}".encode())

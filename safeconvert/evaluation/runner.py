@@ -22,7 +22,13 @@ DEFAULT_CASE_TIMEOUT = 1200.0  # seconds
 def run_cases(cases: list[Case], work: Path, timeout: float = DEFAULT_CASE_TIMEOUT,
               on_result: Callable[[CaseResult], None] | None = None, resume: bool = False) -> list[CaseResult]:
     """Every case, model by model (each model's sources are prepared once). With `resume`, a case that
-    finished in an earlier run over the same scratch folder keeps its figures (a full run takes hours)."""
+    finished in an earlier run over the same scratch folder keeps its figures (a full run takes hours).
+
+    The cases share a cache in `work/cache` (user_cache.py), as runs of one user on the same models would,
+    unless SAFECONVERT_CACHE_DIR says otherwise (`off`: every case starts cold)."""
+    from ..user_cache import ENV_VAR
+
+    env = {**os.environ, ENV_VAR: os.environ.get(ENV_VAR, str(work / "cache"))}
     results = []
     for model, model_cases in _by_model(cases):
         prepared = None
@@ -31,7 +37,7 @@ def run_cases(cases: list[Case], work: Path, timeout: float = DEFAULT_CASE_TIMEO
             result = _finished(folder) if resume else None
             if result is None:
                 prepared = prepared or prepare(model, work)
-                result = run_case(case, prepared, folder, timeout)
+                result = run_case(case, prepared, folder, timeout, env=env)
                 (folder / MEASURED).write_text(json.dumps(asdict(result)))
             results.append(result)
             if on_result:
@@ -83,7 +89,7 @@ def _by_model(cases: list[Case]) -> Iterator[tuple[str, list[Case]]]:
         yield model, [case for case in cases if case.model == model]
 
 
-def run_case(case: Case, prepared: Prepared, folder: Path, timeout: float) -> CaseResult:
+def run_case(case: Case, prepared: Prepared, folder: Path, timeout: float, env: dict[str, str] | None = None) -> CaseResult:
     """One case in its own process; a crash or a time-out is a result too, not an exception."""
     folder.mkdir(parents=True, exist_ok=True)
     spec, result_path, log = folder / "case.json", folder / "result.json", folder / "stderr.log"
@@ -93,7 +99,7 @@ def run_case(case: Case, prepared: Prepared, folder: Path, timeout: float) -> Ca
     started = time.perf_counter()
     with open(log, "wb") as stderr:
         child = subprocess.Popen([sys.executable, "-m", "safeconvert.evaluation.child", str(spec), str(result_path)],
-                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, env=env)
         status, peak_mib = _wait(child, timeout)
     seconds = time.perf_counter() - started
     if status == "timeout" or not result_path.exists():

@@ -98,10 +98,16 @@ def metrics_table(report: dict) -> str:
     if not rows:
         return ""
     head = "<th></th>" + "".join(f'<th class="num">{e(c)}</th>' for c in METRIC_COLUMNS)
-    calib = report.get("calibration", {})
-    note = (f'<p class="sub">{num(calib.get("images"))} calibration images from <code>{e(calib.get("source"))}</code>, '
-            f'preprocessing <code>{e(calib.get("preprocess"))}</code>.</p>') if calib else ""
+    note = _calibration_note(report.get("calibration", {}))
     return f'<section id="metrics"><h2>Source vs converted outputs</h2><table><tr>{head}</tr>{"".join(rows)}</table>{note}</section>'
+
+
+def _calibration_note(calib: dict) -> str:
+    if not calib:
+        return ""
+    cached = f' Source outputs {e(calib["source_outputs"])}.' if calib.get("source_outputs") else ""
+    return (f'<p class="sub">{num(calib.get("images"))} calibration images from <code>{e(calib.get("source"))}</code>, '
+            f'preprocessing <code>{e(calib.get("preprocess"))}</code>.{cached}</p>')
 
 
 def _metrics_row(label: str, m: dict) -> str:

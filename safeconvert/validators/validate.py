@@ -27,6 +27,12 @@ class Validation:
     seconds: float
     source_outputs: np.ndarray
     target_outputs: np.ndarray
+    source_cached: bool = False  # the source's outputs were read from the per-user cache, not computed
+
+    def describe_source_outputs(self, calibration: dict | None) -> None:
+        """Say in a report's calibration block when the source's outputs came from an earlier run."""
+        if self.source_cached and calibration is not None:
+            calibration["source_outputs"] = "cached: an earlier run of the same source, runtime, preprocessing and images"
 
 
 def preprocessing_for(runner: Runner, preset: str) -> Preprocessing:
@@ -75,18 +81,38 @@ def _run_batch(runner: Runner, batch: np.ndarray) -> np.ndarray:
 
 
 # Source outputs by (model file identity, calibration items, preprocessing): converting one source along
-# several routes, or re-validating after a repair, runs the source over the images only once.
-_SOURCE_OUTPUTS: dict[tuple, np.ndarray] = {}
+# several routes, or re-validating after a repair, runs the source over the images only once. Between runs
+# they are kept on disk (output_cache.py), so converting the same source again does not run it either.
+_SOURCE_OUTPUTS: dict[tuple, tuple[np.ndarray, bool]] = {}
 _SOURCE_CACHE_LIMIT = 8
 
 
-def source_outputs_cached(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> np.ndarray:
+def source_outputs_cached(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> tuple[np.ndarray, bool]:
+    """The source's outputs over the calibration set, and whether they came from the on-disk cache.
+
+    A model held in memory (the Python API) has no file to key on: it is simply run."""
+    from pathlib import Path
+
+    if not Path(str(runner.path)).exists():
+        return run_model(runner, calib, preprocessing), False
     key = (file_identity(runner.path), calib.source, tuple(calib.names), preprocessing)
     if key not in _SOURCE_OUTPUTS:
         if len(_SOURCE_OUTPUTS) >= _SOURCE_CACHE_LIMIT:
             _SOURCE_OUTPUTS.pop(next(iter(_SOURCE_OUTPUTS)))
-        _SOURCE_OUTPUTS[key] = run_model(runner, calib, preprocessing)
+        _SOURCE_OUTPUTS[key] = _stored_or_run(runner, calib, preprocessing)
     return _SOURCE_OUTPUTS[key]
+
+
+def _stored_or_run(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> tuple[np.ndarray, bool]:
+    from . import output_cache
+
+    disk_key = output_cache.outputs_key(runner, calib, preprocessing, BATCH_SIZE)
+    stored = output_cache.load(disk_key, len(calib))
+    if stored is not None:
+        return stored, True
+    outputs = run_model(runner, calib, preprocessing)
+    output_cache.store(disk_key, outputs)
+    return outputs, False
 
 
 def file_identity(path) -> tuple:
@@ -105,11 +131,13 @@ def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str,
     started = time.perf_counter()
     preprocessing = preprocessing_for(source, preset)
     _check_compatible(source, target)
+    cached = False
     if source_outputs is None:
-        source_outputs = source_outputs_cached(source, calib, preprocessing)
+        source_outputs, cached = source_outputs_cached(source, calib, preprocessing)
     target_outputs = run_model(target, calib, preprocessing)
     metrics = compare_outputs(source_outputs, target_outputs, calib.names, calib.paths)
-    return Validation(metrics, judge(metrics, thresholds), time.perf_counter() - started, source_outputs, target_outputs)
+    return Validation(metrics, judge(metrics, thresholds), time.perf_counter() - started, source_outputs,
+                      target_outputs, cached)
 
 
 def _check_compatible(source: Runner, target: Runner) -> None:

@@ -1,0 +1,85 @@
+"""A source model's outputs on a calibration set, kept in the per-user cache between runs.
+
+Validation runs the source over every calibration image each time a conversion of it is checked: 20 s of a
+ResNet101 check on 32 photos, the same 20 s when the user converts again after changing an option. Those
+outputs depend only on the source's bytes, the runtime that runs it, its input spec, the preprocessing and
+the images (bytes and order), so they are stored under a digest of all of these (user_cache.py); any change
+to one of them is a new key. Models held in memory (the Python API) have no bytes to key on and always run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ..formats import Format
+from ..runners.base import Runner
+from ..user_cache import CacheFolder, cache_root, content_digest, digest
+from .calibration import CalibrationSet
+from .preprocess import Preprocessing
+
+FORMAT_VERSION = "1"  # bump when the way outputs are computed changes (batching, preprocessing, runners)
+OUTPUTS = CacheFolder("source-outputs", ".npy", max_entries=64)
+
+# The libraries whose version can change a source's outputs, by the format it is run as.
+_RUNTIMES = {
+    Format.KERAS: ("tensorflow", "keras"),
+    Format.SAVEDMODEL: ("tensorflow",),
+    Format.ONNX: ("onnxruntime",),
+    Format.TFLITE: ("ai-edge-litert",),
+    Format.TORCH_EXPORT: ("torch",),
+    Format.TORCHSCRIPT: ("torch",),
+}
+_IMAGE_LIBRARIES = ("numpy", "pillow")  # decoding and resizing photos
+
+
+def outputs_key(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing, batch_size: int) -> str | None:
+    """The digest the outputs are stored under; None when they cannot be keyed (no file, or cache off)."""
+    path = Path(str(runner.path))
+    if cache_root() is None or not path.exists() or runner.format not in _RUNTIMES:
+        return None
+    versions = {name: _version(name) for name in (*_RUNTIMES[runner.format], *_IMAGE_LIBRARIES)}
+    settings = {"runner": type(runner).__qualname__, "format": runner.format.value, "spec": runner.spec.to_dict(),
+                "preprocessing": [preprocessing.preset, preprocessing.height, preprocessing.width],
+                "batch": batch_size, "versions": versions}
+    return digest(FORMAT_VERSION, json.dumps(settings, sort_keys=True), content_digest(path), calibration_digest(calib))
+
+
+def calibration_digest(calib: CalibrationSet) -> str:
+    """The calibration items' names, order and bytes (image files, or the .npy array's values)."""
+    if calib.array is not None:
+        array = np.ascontiguousarray(calib.array)  # a memory-mapped .npy is hashed without a copy
+        return digest(*calib.names, str(array.dtype), str(array.shape), hashlib.sha256(memoryview(array).cast("B")).hexdigest())
+    return digest(*calib.names, *(content_digest(path) for path in calib.paths))
+
+
+def load(key: str | None, count: int) -> np.ndarray | None:
+    """The stored outputs for `key`, if any and if they hold one row per calibration item."""
+    data = OUTPUTS.load(key) if key is not None else None
+    if data is None:
+        return None
+    try:
+        outputs = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
+    return outputs if outputs.ndim >= 1 and len(outputs) == count and outputs.dtype == np.float32 else None
+
+
+def store(key: str | None, outputs: np.ndarray) -> None:
+    if key is None:
+        return
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(outputs, dtype=np.float32), allow_pickle=False)
+    OUTPUTS.store(key, buffer.getvalue())
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"
