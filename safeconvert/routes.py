@@ -30,7 +30,8 @@ def registered_converters(options: ConversionOptions | None = None) -> list[Conv
     options.torch_dynamo=False puts torch.onnx's TorchScript-based exporter before the dynamo one.
     """
     from .wrappers.keras_export_wrapper import KerasExportConverter
-    from .wrappers.onnx2tf_wrapper import Onnx2TfConverter, Onnx2TfTfliteConverter
+    from .wrappers.onnx2tf_wrapper import (Onnx2TfConverter, Onnx2TfFusedConverter, Onnx2TfFusedTfliteConverter,
+                                           Onnx2TfTfliteConverter)
     from .wrappers.onnx2torch_export_wrapper import Onnx2TorchExportConverter
     from .wrappers.onnx2torch_wrapper import Onnx2TorchConverter
     from .wrappers.onnx_tf_wrapper import OnnxTfConverter
@@ -48,7 +49,8 @@ def registered_converters(options: ConversionOptions | None = None) -> list[Conv
         KerasExportConverter(),
         Onnx2TorchConverter(), Onnx2TorchExportConverter(),
         *torch_exporters,
-        Onnx2TfConverter(), OnnxTfConverter(), Onnx2TfTfliteConverter(),
+        Onnx2TfConverter(), Onnx2TfFusedConverter(), OnnxTfConverter(), Onnx2TfTfliteConverter(),
+        Onnx2TfFusedTfliteConverter(),
     ]
 
 

@@ -173,8 +173,25 @@ def test_fallback_to_a_converter_in_its_own_environment(tmp_path: Path):
                       dynamo=False, opset_version=13, input_names=["input"], output_names=["output"])
     crash = fake_python(tmp_path, "crash", CRASH)
     result, report, out = run([str(onnx_file), "--to", "savedmodel", "--converter-env", f"onnx2tf={crash}",
-                               "--converter-env", f"onnx-tf={ONNX_TF_PYTHON}"], tmp_path)
+                               "--converter-env", f"onnx2tf-fused={crash}", "--converter-env", f"onnx-tf={ONNX_TF_PYTHON}"],
+                              tmp_path)
     assert result.returncode == 0, result.stderr
-    assert tried(report) == [("onnx2tf", "dropped"), ("onnx-tf", "kept")]
+    assert tried(report) == [("onnx2tf", "dropped"), ("onnx2tf-fused", "dropped"), ("onnx-tf", "kept")]
     assert report["route"][0]["interpreter"] == str(ONNX_TF_PYTHON) and report["route"][0]["tool_version"] == "1.10.0"
     assert (out / "saved_model.pb").is_file() and report["verdict"]["verified"]
+
+
+def test_onnx2tf_failing_on_a_tf2onnx_graph_is_retried_on_its_simplified_copy(tmp_path: Path):
+    """tf2onnx writes a depthwise BatchNorm as Mul/Add on the convolution's output, which onnx2tf fails on; the
+    fused entry converts ONNX Runtime's simplification of the same graph, and it is verified against the ONNX."""
+    from safeconvert.models.small import keras_small_mobile_block
+    from safeconvert.pipeline import ConvertRequest, run_convert
+
+    keras_file, onnx_file = tmp_path / "block.keras", tmp_path / "block.onnx"
+    keras_small_mobile_block().save(keras_file)
+    assert run_convert(ConvertRequest(keras_file, onnx_file, repair=False)).report.verified
+    result, report, out = run([str(onnx_file), "--to", "tflite"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert tried(report) == [("onnx2tf-tflite", "dropped"), ("onnx2tf-fused-tflite", "kept")]
+    assert "dw_bn" in report["converters_tried"][0]["why"]  # onnx2tf's own words name the BatchNorm node
+    assert out.is_file() and report["verdict"]["verified"] and report["metrics"]["max_abs_diff"] < 1e-4

@@ -108,10 +108,11 @@ def test_same_hop_alternatives_are_real_other_converters():
     keras_onnx = plan_route(Format.KERAS, Format.ONNX)[0]
     assert [c.name for c in hop_alternatives(keras_onnx, Format.KERAS)] == ["tf2onnx", "tf2onnx-savedmodel"]
     onnx_savedmodel = plan_route(Format.ONNX, Format.SAVEDMODEL)[0]
-    assert [c.name for c in hop_alternatives(onnx_savedmodel, Format.ONNX)] == ["onnx2tf", "onnx-tf"]
+    assert [c.name for c in hop_alternatives(onnx_savedmodel, Format.ONNX)] == ["onnx2tf", "onnx2tf-fused", "onnx-tf"]
     # the SavedModel and TFLite entries of onnx2tf are different hops
     onnx_tflite = plan_route(Format.ONNX, Format.TFLITE)[0]
-    assert [c.target for c in hop_alternatives(onnx_tflite, Format.ONNX)] == [Format.TFLITE]
+    assert [(c.name, c.target) for c in hop_alternatives(onnx_tflite, Format.ONNX)] == [
+        ("onnx2tf-tflite", Format.TFLITE), ("onnx2tf-fused-tflite", Format.TFLITE)]
 
 
 @pytest.mark.parametrize("source", [f for f in Format if f is not Format.KERAS])

@@ -39,6 +39,33 @@ def keras_small_cnn(seed: int = 0):
     return model
 
 
+def keras_small_mobile_block(seed: int = 0):
+    """A MobileNetV2-like stem and depthwise block whose channel count (8) differs from its spatial size (16).
+
+    tf2onnx writes the depthwise BatchNorm as a Mul/Add on the convolution's output; onnx2tf then takes the
+    per-channel constant for the wrong axis and fails, as on the real MobileNetV2 (with 16 channels on a 16x16
+    map the two axes would match and hide that)."""
+    from ..runners.tf_runner import quiet_tensorflow
+
+    quiet_tensorflow()
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="input")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(epsilon=1e-3, name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu6")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, name="dw_bn")(x)
+    x = layers.ReLU(6.0, name="dw_relu6")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(CLASSES, name="logits")(x)
+    model = keras.Model(inputs, outputs, name="small_mobile_block")
+    _randomise_batch_norm(model, np.random.default_rng(seed))
+    return model
+
+
 def _randomise_batch_norm(model, rng: np.random.Generator) -> None:
     """Give BatchNorm layers non-trivial statistics so that folding them matters."""
     for layer in model.layers:

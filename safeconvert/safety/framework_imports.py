@@ -36,6 +36,8 @@ CONVERTER_MODULES: dict[str, tuple[str, ...]] = {
     "torch.onnx-torchscript": ("torch", "onnx"),
     "onnx2tf": ("tensorflow", "onnx", "onnx2tf"),
     "onnx2tf-tflite": ("tensorflow", "onnx", "onnx2tf"),
+    "onnx2tf-fused": ("tensorflow", "onnx", "onnx2tf", "onnxruntime"),
+    "onnx2tf-fused-tflite": ("tensorflow", "onnx", "onnx2tf", "onnxruntime"),
 }
 
 

@@ -15,6 +15,10 @@ Three things about onnx2tf 1.29 shape this wrapper:
   for the rest of the process, a recursion limit of 2**31-1, every warning ignored). That state is put back
   after the import, and the recursion limit it wants is only in force while it converts.
 
+When onnx2tf fails on a graph as written (tf2onnx's MobileNetV2: its depthwise BatchNorm Muls), the
+"-fused" entries run it again on a copy that ONNX Runtime's basic optimisations have simplified
+(onnx_fusion.py); they come right after the plain entries, so a fallback tries them before onnx-tf.
+
 Its progress output is captured (non_verbose leaves only its errors); when it fails, the last error lines
 become this converter's message. Its Keras outputs (output_keras_v3 / output_h5) are tf_keras models built
 from TFOpLambda layers, which Keras 3 cannot load, so this wrapper offers no Keras target.
@@ -53,6 +57,7 @@ class Onnx2TfConverter(Converter):
     package = "onnx2tf"
     sources = (Format.ONNX,)
     target = Format.SAVEDMODEL
+    fuse_first = False  # simplify the ONNX graph with ONNX Runtime before onnx2tf sees it (onnx_fusion.py)
 
     def availability(self) -> tuple[bool, str]:
         available, why = super().availability()
@@ -69,7 +74,7 @@ class Onnx2TfConverter(Converter):
         shape = static_input_shape(src, options.input_shape)
         work = Path(tempfile.mkdtemp(prefix=".onnx2tf-", dir=out.parent))
         try:
-            folder = run_onnx2tf(src, shape, work)
+            folder = run_onnx2tf(src, shape, work, self.name if self.fuse_first else None)
             self._collect(folder, out, options)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -116,6 +121,20 @@ class Onnx2TfTfliteConverter(Onnx2TfConverter):
         shutil.move(str(found[0]), str(out))
 
 
+class Onnx2TfFusedConverter(Onnx2TfConverter):
+    """onnx2tf on ONNX Runtime's basic-level simplification of the model (SavedModel)."""
+
+    name = "onnx2tf-fused"
+    fuse_first = True
+
+
+class Onnx2TfFusedTfliteConverter(Onnx2TfTfliteConverter):
+    """onnx2tf on ONNX Runtime's basic-level simplification of the model (.tflite)."""
+
+    name = "onnx2tf-fused-tflite"
+    fuse_first = True
+
+
 def static_input_shape(src: Path, override: tuple[int, ...] | None) -> tuple[str, tuple[int, ...]]:
     """The single ONNX input's name and a fully static shape (dynamic batch -> 1)."""
     import onnx
@@ -136,12 +155,18 @@ def static_input_shape(src: Path, override: tuple[int, ...] | None) -> tuple[str
     return inputs[0].name, tuple(int(d) for d in shape)
 
 
-def run_onnx2tf(src: Path, shape: tuple[str, tuple[int, ...]], work: Path) -> Path:
-    """Convert in `work` (with the calibration sample in place, on a copy of the ONNX file); return the output folder."""
+def run_onnx2tf(src: Path, shape: tuple[str, tuple[int, ...]], work: Path, fused_as: str | None = None) -> Path:
+    """Convert in `work` (with the calibration sample in place, on a copy of the ONNX file); return the output folder.
+
+    `fused_as` names the converter entry that simplifies the copy with ONNX Runtime first."""
     write_sample(work)
     model = work / "model.onnx"  # a copy: onnx2tf may rewrite the file it is given
     name, dims = shape
     name = _copy_with_plain_input_name(src, model, name)
+    if fused_as is not None:
+        from .onnx_fusion import fuse_in_place
+
+        fuse_in_place(model, fused_as)
     folder = work / "tf"
     # onnx2tf takes every 4-D input for NCHW and transposes it; an NHWC input (tf2onnx's) must be kept as it is.
     keep_nhwc = [name] if guess_layout(dims) == "NHWC" else None
@@ -155,7 +180,7 @@ def run_onnx2tf(src: Path, shape: tuple[str, tuple[int, ...]], work: Path) -> Pa
     except SafeConvertError:
         raise
     except (Exception, SystemExit) as exc:  # onnx2tf ends with sys.exit(1) after printing its error
-        raise ConverterFailedError("onnx2tf", _last_error(log.getvalue(), exc)) from None
+        raise ConverterFailedError(fused_as or "onnx2tf", _last_error(log.getvalue(), exc)) from None
     return folder
 
 
