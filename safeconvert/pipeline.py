@@ -399,7 +399,7 @@ MAX_ROUTES = 6  # routes tried per run, the planned one included
 def _convert_with_fallback(made: "Made", dst_format: Format, repair: bool, report: Report, clock: Stopwatch,
                            cache: HopCache) -> Trial:
     """Convert along the planned route; when a hop fails or the result is not verified (repair included),
-    try the other converters for the hops (hops.fallback) and keep the best result, verified first."""
+    try the other converters for the hops (hops.fallback) until one is verified; else keep the best result."""
     queue = RouteQueue(made.route, made.source_format,
                        lambda chosen, fmt: [c for c in hop_alternatives(chosen, fmt)[1:] if _available(c, made.isolation)])
     trials: list[Trial] = []
@@ -414,8 +414,8 @@ def _convert_with_fallback(made: "Made", dst_format: Format, repair: bool, repor
         if not trial.verified and repair and not any(t.verified for t in trials):
             trial.built, trial.validation = _repair_stage(trial.made, trial.built, dst_format, trial.validation,
                                                           trial.report, clock)
-        if trial.verified and len(trials) == 1:
-            break  # the planned route works: no fallback
+        if trial.verified:
+            break  # the planned route, or the first fallback in order of preference, works: nothing more to try
         if not trial.verified:
             queue.after_unverified(route)
     kept = _best(trials)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -91,8 +92,6 @@ def source_outputs_cached(runner: Runner, calib: CalibrationSet, preprocessing: 
     """The source's outputs over the calibration set, and whether they came from the on-disk cache.
 
     A model held in memory (the Python API) has no file to key on: it is simply run."""
-    from pathlib import Path
-
     if not Path(str(runner.path)).exists():
         return run_model(runner, calib, preprocessing), False
     key = (file_identity(runner.path), calib.source, tuple(calib.names), preprocessing)
@@ -117,8 +116,6 @@ def _stored_or_run(runner: Runner, calib: CalibrationSet, preprocessing: Preproc
 
 def file_identity(path) -> tuple:
     """Path plus size and modification time of the file (or of a SavedModel's saved_model.pb)."""
-    from pathlib import Path
-
     path = Path(path).resolve()
     probe = path / "saved_model.pb" if path.is_dir() else path
     stat = probe.stat()
