@@ -54,8 +54,16 @@ def measure(command: list[str], allowed: tuple[int, ...] = (0,)) -> dict:
 
 
 def overhead(work: Path, repeats: int) -> list[dict]:
-    """Median seconds and max peak MiB of the plain call and of safeconvert, per route, alternating runs."""
+    """Median seconds and max peak MiB of the plain call and of safeconvert, per route, alternating runs.
+
+    safeconvert runs without its per-user cache: each run costs what a first conversion of the model costs
+    (with the cache, a repeat would find the source's outputs and skip loading and running it)."""
+    import os
+
     from safeconvert.models.files import mobilenet_v2_files
+    from safeconvert.user_cache import ENV_VAR
+
+    os.environ[ENV_VAR] = "off"
 
     keras_file = mobilenet_v2_files(work)["keras"]
     safeconvert = [sys.executable, "-m", "safeconvert", "convert", str(keras_file), "--preprocess", "torch", "--force", "-o"]

@@ -61,8 +61,14 @@ def _augment(image, rng):
 
 
 def scaling(work: Path) -> list[dict]:
-    """`safeconvert check` of MobileNetV2 Keras vs its ONNX conversion on 10, 100 and 1000 images."""
+    """`safeconvert check` of MobileNetV2 Keras vs its ONNX conversion on 10, 100 and 1000 images (without the
+    per-user cache: both models run over every image)."""
+    import os
+
     from safeconvert.models.files import mobilenet_v2_files
+    from safeconvert.user_cache import ENV_VAR
+
+    os.environ[ENV_VAR] = "off"
 
     keras_file = mobilenet_v2_files(work)["keras"]
     onnx_file = work / "scaling.onnx"

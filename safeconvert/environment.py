@@ -54,13 +54,14 @@ def print_doctor(console: Console | None = None) -> int:
 
 def _cache_status() -> str:
     from .ir.reference_cache import EXPORTS
+    from .runners.deferred import SPECS
     from .user_cache import ENV_VAR, cache_root
     from .validators.output_cache import OUTPUTS
 
     root = cache_root()
     if root is None:
         return f"off ({ENV_VAR})"
-    held = {folder.name: folder.entries(root) for folder in (EXPORTS, OUTPUTS)}
+    held = {folder.name: folder.entries(root) for folder in (EXPORTS, OUTPUTS, SPECS)}
     size = sum(path.stat().st_size for paths in held.values() for path in paths if path.exists()) / 2**20
     counts = ", ".join(f"{len(paths)} {name}" for name, paths in held.items())
     return f"{root} ({counts}; {size:.0f} MiB)"

@@ -28,7 +28,7 @@ from .safety.exit_codes import exit_code_for
 from .safety.trust import check_trusted
 from .validators.calibration import CalibrationSet, load_calibration
 from .validators.preprocess import check_preset, default_preset, to_model_layout
-from .validators.validate import ModelRunError, Validation, iter_inputs, preprocessing_for, validate
+from .validators.validate import ModelRunError, Validation, iter_inputs, load_source, preprocessing_for, validate
 from .validators.verdict import Thresholds
 from .wrappers.base import ConversionOptions, Converter
 
@@ -101,7 +101,7 @@ def run_convert(request: ConvertRequest) -> Outcome:
         report.source["format"], report.target["format"] = src_format.value, dst_format.value
         with scratch_dir(output) as work, _first_hop_started(source, src_format, route, request, work) as cache:
             with clock.stage("load_source"):  # meanwhile the first hop converts in its child
-                source_runner = load_runner(source, src_format, request.options.input_shape)
+                source_runner = load_source(source, src_format, request.options.input_shape, calib, preset)
             report.source["input"] = source_runner.spec.to_dict()
             report.calibration = _describe_calibration(calib, preset)
             _add_representative_data(request.options, source_runner, calib, preset)
@@ -238,7 +238,7 @@ def _validate_existing(request: CheckRequest, outcome: Outcome, clock: Stopwatch
         calib = load_calibration(request.calib)
     report.source["format"], report.target["format"] = src_format.value, dst_format.value
     with clock.stage("load_source"):
-        source_runner = load_runner(Path(request.source), src_format, request.input_shape)
+        source_runner = load_source(Path(request.source), src_format, request.input_shape, calib, preset)
     with clock.stage("load_target"):
         target_runner = load_runner(Path(request.target), dst_format, request.input_shape)
     report.source["input"], report.target["input"] = source_runner.spec.to_dict(), target_runner.spec.to_dict()
@@ -279,8 +279,10 @@ def _quick_gap(source_runner: Runner, target_format: Format, calib: CalibrationS
     """Output gap of a candidate on a few images (the disagreeing ones first): cheap sensitivity probes."""
     from .localize.context import divergence_indices
 
-    few = calib.subset(divergence_indices(validation, calib.names, limit=8))
-    return lambda path: validate(source_runner, load_runner(path, target_format), few, preset, thresholds).metrics.max_abs_diff
+    indices = divergence_indices(validation, calib.names, limit=8)
+    few, source_outputs = calib.subset(indices), validation.source_outputs[indices]  # the source is not run again
+    return lambda path: validate(source_runner, load_runner(path, target_format), few, preset, thresholds,
+                                 source_outputs=source_outputs).metrics.max_abs_diff
 
 
 def _float_tflite_of_source(existing: Existing, folder: Path, isolation: Isolation) -> Path:

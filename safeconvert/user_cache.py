@@ -5,7 +5,9 @@ exported and run over the same photos every time. What only its bytes decide is 
 kind of result, each holding a bounded number of entries (least recently used go first):
 
 - float-reference/: a Keras or SavedModel source's float TFLite export (ir/reference_cache.py);
-- source-outputs/: a source model's outputs on a calibration set (validators/output_cache.py).
+- source-outputs/: a source model's outputs on a calibration set (validators/output_cache.py);
+- source-specs/: a source model's input spec, so a source whose outputs are cached need not be loaded
+  (runners/deferred.py).
 
 Where: $SAFECONVERT_CACHE_DIR, else $XDG_CACHE_HOME/safeconvert, else ~/.cache/safeconvert.
 SAFECONVERT_CACHE_DIR=off turns the cache off. A cache that cannot be read or written is skipped silently:
@@ -55,6 +57,10 @@ class CacheFolder:
             return data
         except OSError:
             return None
+
+    def has(self, key: str) -> bool:
+        root = cache_root()
+        return root is not None and (self.folder(root) / f"{key}{self.suffix}").is_file()
 
     def store(self, key: str, data: bytes) -> None:
         """Write atomically (a concurrent reader never sees half an entry), then trim to max_entries."""

@@ -112,3 +112,31 @@ def test_a_damaged_or_mismatched_entry_is_ignored(cache):
     output_cache.store("k", np.ones((2, 10)))
     assert output_cache.load("k", 3) is None  # written for another number of images
     np.testing.assert_array_equal(output_cache.load("k", 2), np.ones((2, 10), dtype=np.float32))
+
+
+def _must_not_load(self, *args, **kwargs):
+    raise AssertionError("the source was loaded although its outputs were cached")
+
+
+def test_with_cached_outputs_the_source_is_not_even_loaded(small_keras_file, small_onnx, cache, monkeypatch):
+    first = run_check(CheckRequest(small_keras_file, small_onnx)).report
+    validate_module._SOURCE_OUTPUTS.clear()
+    monkeypatch.setattr(KerasRunner, "__init__", _must_not_load)
+    second = run_check(CheckRequest(small_keras_file, small_onnx)).report
+    assert second.metrics == first.metrics and second.source["input"] == first.source["input"]
+    assert [p.suffix for p in (cache / "source-specs").iterdir()] == [".json"]
+
+
+def test_a_deferred_source_loads_when_asked_to_run_and_matches_the_real_one(small_keras_file, small_onnx, cache):
+    from safeconvert.formats import Format
+    from safeconvert.runners.deferred import DeferredRunner
+    from safeconvert.validators.validate import load_source
+
+    calib = load_calibration(None)
+    run_check(CheckRequest(small_keras_file, small_onnx))  # caches the spec and the outputs on these photos
+    deferred = load_source(small_keras_file, Format.KERAS, None, calib, "tf")
+    assert isinstance(deferred, DeferredRunner) and deferred.kind == "KerasRunner"
+    other_preset = load_source(small_keras_file, Format.KERAS, None, calib, "torch")
+    assert isinstance(other_preset, KerasRunner)  # nothing cached for that preprocessing: loaded now, as before
+    batch = np.random.default_rng(0).random((3, *deferred.spec.shape[1:]), dtype=np.float32)
+    np.testing.assert_array_equal(deferred.run(batch), load_runner(small_keras_file).run(batch))

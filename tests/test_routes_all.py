@@ -96,7 +96,7 @@ def test_routes_command_lists_every_route_with_its_converters():
     result = subprocess.run([sys.executable, "-m", "safeconvert", "routes"], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
-    assert "onnx -> savedmodel" in result.stdout and "onnx2tf (or onnx-tf)" in result.stdout
+    assert "onnx -> savedmodel" in result.stdout and "onnx2tf (or onnx2tf-fused, onnx-tf)" in result.stdout
     assert "tf2onnx (or tf2onnx-savedmodel)" in result.stdout
     assert "no route to keras:" in result.stdout
 

@@ -27,6 +27,11 @@ class Runner(abc.ABC):
         self.path = path
         self.spec = spec
 
+    @property
+    def kind(self) -> str:
+        """Which runner runs the model (a deferred runner names the one it will load)."""
+        return type(self).__qualname__
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Return the model's first output for `batch`, one row per image, as float32."""
         chunk = self.spec.fixed_batch or self.max_chunk

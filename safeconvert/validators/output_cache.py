@@ -43,11 +43,19 @@ def outputs_key(runner: Runner, calib: CalibrationSet, preprocessing: Preprocess
     path = Path(str(runner.path))
     if cache_root() is None or not path.exists() or runner.format not in _RUNTIMES:
         return None
-    versions = {name: _version(name) for name in (*_RUNTIMES[runner.format], *_IMAGE_LIBRARIES)}
-    settings = {"runner": type(runner).__qualname__, "format": runner.format.value, "spec": runner.spec.to_dict(),
+    settings = {"runner": runner.kind, "format": runner.format.value, "spec": runner.spec.to_dict(),
                 "preprocessing": [preprocessing.preset, preprocessing.height, preprocessing.width],
-                "batch": batch_size, "versions": versions}
+                "batch": batch_size, "versions": {**runtime_versions(runner.format), **_image_library_versions()}}
     return digest(FORMAT_VERSION, json.dumps(settings, sort_keys=True), content_digest(path), calibration_digest(calib))
+
+
+def runtime_versions(fmt: Format) -> dict[str, str]:
+    """The versions of the libraries that load and run a model of this format."""
+    return {name: _version(name) for name in _RUNTIMES.get(fmt, ())}
+
+
+def _image_library_versions() -> dict[str, str]:
+    return {name: _version(name) for name in _IMAGE_LIBRARIES}
 
 
 def calibration_digest(calib: CalibrationSet) -> str:
@@ -56,6 +64,10 @@ def calibration_digest(calib: CalibrationSet) -> str:
         array = np.ascontiguousarray(calib.array)  # a memory-mapped .npy is hashed without a copy
         return digest(*calib.names, str(array.dtype), str(array.shape), hashlib.sha256(memoryview(array).cast("B")).hexdigest())
     return digest(*calib.names, *(content_digest(path) for path in calib.paths))
+
+
+def is_stored(key: str | None) -> bool:
+    return key is not None and OUTPUTS.has(key)
 
 
 def load(key: str | None, count: int) -> np.ndarray | None:

@@ -114,6 +114,19 @@ def _stored_or_run(runner: Runner, calib: CalibrationSet, preprocessing: Preproc
     return outputs, False
 
 
+def load_source(path: Path, fmt, input_shape: tuple[int, ...] | None, calib: CalibrationSet, preset: str) -> Runner:
+    """The source's runner. When its outputs on `calib` are cached, the model itself is loaded only if something
+    asks it to run (runners/deferred.py): a second check of a Keras ResNet101 skips 8-13 s of loading."""
+    from ..runners.deferred import load_source_runner
+    from . import output_cache
+
+    def outputs_stored(runner: Runner) -> bool:
+        key = output_cache.outputs_key(runner, calib, preprocessing_for(runner, preset), BATCH_SIZE)
+        return output_cache.is_stored(key)
+
+    return load_source_runner(path, fmt, input_shape, outputs_stored)
+
+
 def file_identity(path) -> tuple:
     """Path plus size and modification time of the file (or of a SavedModel's saved_model.pb)."""
     path = Path(path).resolve()
