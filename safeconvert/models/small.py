@@ -45,6 +45,16 @@ def keras_small_mobile_block(seed: int = 0):
     tf2onnx writes the depthwise BatchNorm as a Mul/Add on the convolution's output; onnx2tf then takes the
     per-channel constant for the wrong axis and fails, as on the real MobileNetV2 (with 16 channels on a 16x16
     map the two axes would match and hide that)."""
+    layers, inputs, x = _keras_stem(8, seed)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, name="dw_bn")(x)
+    x = layers.ReLU(6.0, name="dw_relu6")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return _keras_model(inputs, layers.Dense(CLASSES, name="logits")(x), "small_mobile_block", seed)
+
+
+def _keras_stem(channels: int, seed: int):
+    """Keras seeded, the 32x32x3 input and a stride-2 Conv/BN/ReLU6 stem: the start two small CNNs share."""
     from ..runners.tf_runner import quiet_tensorflow
 
     quiet_tensorflow()
@@ -53,15 +63,15 @@ def keras_small_mobile_block(seed: int = 0):
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="input")
-    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.Conv2D(channels, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(epsilon=1e-3, name="stem_bn")(x)
-    x = layers.ReLU(6.0, name="stem_relu6")(x)
-    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, name="dw_bn")(x)
-    x = layers.ReLU(6.0, name="dw_relu6")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(CLASSES, name="logits")(x)
-    model = keras.Model(inputs, outputs, name="small_mobile_block")
+    return layers, inputs, layers.ReLU(6.0, name="stem_relu6")(x)
+
+
+def _keras_model(inputs, outputs, name: str, seed: int):
+    import keras
+
+    model = keras.Model(inputs, outputs, name=name)
     _randomise_batch_norm(model, np.random.default_rng(seed))
     return model
 
@@ -110,25 +120,12 @@ def keras_small_flatten_cnn(seed: int = 0):
     which a global-pooling head hides; the 'same' AveragePooling2D also gives a pool whose padding is
     excluded from the average.
     """
-    from ..runners.tf_runner import quiet_tensorflow
-
-    quiet_tensorflow()
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="input")
-    x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(epsilon=1e-3, name="stem_bn")(x)
-    x = layers.ReLU(6.0, name="stem_relu6")(x)
+    layers, inputs, x = _keras_stem(16, seed)
     x = layers.AveragePooling2D(3, strides=1, padding="same", name="smooth")(x)
     x = layers.Conv2D(24, 3, strides=2, padding="valid", activation="relu", name="conv2")(x)
     x = layers.MaxPooling2D(2, name="pool")(x)
     x = layers.Flatten(name="flatten")(x)
-    outputs = layers.Dense(CLASSES, name="logits")(x)
-    model = keras.Model(inputs, outputs, name="small_flatten_cnn")
-    _randomise_batch_norm(model, np.random.default_rng(seed))
-    return model
+    return _keras_model(inputs, layers.Dense(CLASSES, name="logits")(x), "small_flatten_cnn", seed)
 
 
 def torch_small_pool_cnn(seed: int = 0):
