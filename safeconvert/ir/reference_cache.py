@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..formats import Format
 from ..user_cache import CacheFolder, content_digest, digest
 
 FORMAT_VERSION = "2"  # bump when keras_reference changes what it exports
@@ -24,12 +25,14 @@ def source_key(path: Path, tensorflow_version: str) -> str:
 
 def cached_float_tflite(path: Path, export: Callable[[], bytes]) -> bytes:
     """The float TFLite export of the source at `path`: from the cache, or made by `export` and stored."""
-    from ..runners.tf_runner import quiet_tensorflow
     from ..user_cache import cache_root
+    from ..validators.output_cache import runtime_versions
 
     if cache_root() is None:
         return export()
-    key = source_key(path, quiet_tensorflow().__version__)
+    # TensorFlow's version from its installed metadata: importing it (4-6 s) only to read it would cost a
+    # cached import most of what the cache saves
+    key = source_key(path, runtime_versions(Format.KERAS)["tensorflow"])
     data = EXPORTS.load(key)
     if data is None:
         data = export()
