@@ -19,7 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
+
+from .formats import Format
 
 ENV_VAR = "SAFECONVERT_CACHE_DIR"
 _CHUNK = 1 << 20
@@ -116,3 +119,26 @@ def content_digest(path: Path) -> str:
                     hasher.update(chunk)
         _CONTENT_DIGESTS[identity] = hasher.hexdigest()
     return _CONTENT_DIGESTS[identity]
+
+
+# The libraries whose version can change what a model of a format computes (cache keys include them).
+RUNTIMES = {
+    Format.KERAS: ("tensorflow", "keras"),
+    Format.SAVEDMODEL: ("tensorflow",),
+    Format.ONNX: ("onnxruntime",),
+    Format.TFLITE: ("ai-edge-litert",),
+    Format.TORCH_EXPORT: ("torch",),
+    Format.TORCHSCRIPT: ("torch",),
+}
+
+
+def runtime_versions(fmt: Format) -> dict[str, str]:
+    """The versions of the libraries that load and run a model of this format (read without importing them)."""
+    return {name: library_version(name) for name in RUNTIMES.get(fmt, ())}
+
+
+def library_version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"

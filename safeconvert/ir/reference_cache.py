@@ -26,7 +26,7 @@ def source_key(path: Path, tensorflow_version: str) -> str:
 def cached_float_tflite(path: Path, export: Callable[[], bytes]) -> bytes:
     """The float TFLite export of the source at `path`: from the cache, or made by `export` and stored."""
     from ..user_cache import cache_root
-    from ..validators.output_cache import runtime_versions
+    from ..user_cache import runtime_versions
 
     if cache_root() is None:
         return export()

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..formats import Format, InputSpec
-from ..user_cache import CacheFolder, cache_root, content_digest, digest
+from ..user_cache import CacheFolder, cache_root, content_digest, digest, runtime_versions
 from .base import Runner
 
 SPECS = CacheFolder("source-specs", ".json", max_entries=256)
@@ -71,7 +71,6 @@ def load_source_runner(path: Path, fmt: Format, input_shape: tuple[int, ...] | N
 
 
 def _spec_key(path: Path, fmt: Format, input_shape: tuple[int, ...] | None) -> str | None:
-    from ..validators.output_cache import runtime_versions
 
     if cache_root() is None or not path.exists():
         return None

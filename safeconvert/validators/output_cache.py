@@ -12,36 +12,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from ..formats import Format
 from ..runners.base import Runner
-from ..user_cache import CacheFolder, cache_root, content_digest, digest
+from ..user_cache import RUNTIMES, CacheFolder, cache_root, content_digest, digest, library_version, runtime_versions
 from .calibration import CalibrationSet
 from .preprocess import Preprocessing
 
 FORMAT_VERSION = "1"  # bump when the way outputs are computed changes (batching, preprocessing, runners)
 OUTPUTS = CacheFolder("source-outputs", ".npy", max_entries=64)
 
-# The libraries whose version can change a source's outputs, by the format it is run as.
-_RUNTIMES = {
-    Format.KERAS: ("tensorflow", "keras"),
-    Format.SAVEDMODEL: ("tensorflow",),
-    Format.ONNX: ("onnxruntime",),
-    Format.TFLITE: ("ai-edge-litert",),
-    Format.TORCH_EXPORT: ("torch",),
-    Format.TORCHSCRIPT: ("torch",),
-}
 _IMAGE_LIBRARIES = ("numpy", "pillow")  # decoding and resizing photos
 
 
 def outputs_key(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing, batch_size: int) -> str | None:
     """The digest the outputs are stored under; None when they cannot be keyed (no file, or cache off)."""
     path = Path(str(runner.path))
-    if cache_root() is None or not path.exists() or runner.format not in _RUNTIMES:
+    if cache_root() is None or not path.exists() or runner.format not in RUNTIMES:
         return None
     settings = {"runner": runner.kind, "format": runner.format.value, "spec": runner.spec.to_dict(),
                 "preprocessing": [preprocessing.preset, preprocessing.height, preprocessing.width],
@@ -49,13 +38,8 @@ def outputs_key(runner: Runner, calib: CalibrationSet, preprocessing: Preprocess
     return digest(FORMAT_VERSION, json.dumps(settings, sort_keys=True), content_digest(path), calibration_digest(calib))
 
 
-def runtime_versions(fmt: Format) -> dict[str, str]:
-    """The versions of the libraries that load and run a model of this format."""
-    return {name: _version(name) for name in _RUNTIMES.get(fmt, ())}
-
-
 def _image_library_versions() -> dict[str, str]:
-    return {name: _version(name) for name in _IMAGE_LIBRARIES}
+    return {name: library_version(name) for name in _IMAGE_LIBRARIES}
 
 
 def calibration_digest(calib: CalibrationSet) -> str:
@@ -88,10 +72,3 @@ def store(key: str | None, outputs: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(outputs, dtype=np.float32), allow_pickle=False)
     OUTPUTS.store(key, buffer.getvalue())
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "absent"
