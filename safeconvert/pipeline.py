@@ -418,8 +418,7 @@ def _convert_with_fallback(made: "Made", dst_format: Format, repair: bool, repor
                                                           trial.report, clock)
         if trial.verified:
             break  # the planned route, or the first fallback in order of preference, works: nothing more to try
-        if not trial.verified:
-            queue.after_unverified(route)
+        queue.after_unverified(route)
     kept = _best(trials)
     _report_trials(report, trials, kept, made.source_format)
     if kept is None:

@@ -71,7 +71,6 @@ def load_source_runner(path: Path, fmt: Format, input_shape: tuple[int, ...] | N
 
 
 def _spec_key(path: Path, fmt: Format, input_shape: tuple[int, ...] | None) -> str | None:
-
     if cache_root() is None or not path.exists():
         return None
     settings = {"format": fmt.value, "input_shape": list(input_shape or []), "versions": runtime_versions(fmt)}
