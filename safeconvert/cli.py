@@ -33,7 +33,14 @@ ReportOption = typer.Option(None, "--report", help="Write the JSON report here."
 HtmlOption = typer.Option(None, "--html", help="Write a self-contained HTML report here (verdict, findings, "
                           "per-layer divergence plot, the photos whose label changed).")
 MaxMismatchOption = typer.Option(0, "--max-mismatch", min=0, help="Top-1 label changes allowed for a verified verdict.")
-RtolOption = typer.Option(1e-3, "--rtol", min=0.0, help="Allowed max |diff| as a fraction of the source's output range.")
+RtolOption = typer.Option(1e-3, "--rtol", min=0.0, help="Allowed max |diff| of every output as a fraction of its robust "
+                          "scale (the median over images of the largest deviation from each value's median).")
+MaxNearTiesOption = typer.Option(2, "--max-near-ties", min=0, help="Label changes on near-tied images (small source "
+                                 "margin and small difference) excused at most; beyond, they count as mismatches.")
+QuantisedRtolOption = typer.Option(0.5, "--quantised-rtol", min=0.0, help="With --keep-quantisation: allowed max |diff| "
+                                   "of every output as a fraction of its robust scale.")
+MinCosineOption = typer.Option(0.9, "--min-cosine", min=-1.0, max=1.0, help="With --keep-quantisation: the lowest "
+                               "cosine similarity allowed for any image (centred outputs).")
 InputShapeOption = typer.Option(None, "--input-shape", help="Input shape for models that record none, e.g. 1,3,224,224.")
 KeepQuantisationOption = typer.Option(
     False, "--keep-quantisation", help="The quantisation is wanted: when it breaks the verdict, keep the fewest layers "
@@ -47,6 +54,15 @@ HopMemoryOption = typer.Option(None, "--hop-memory", help="MB of memory a conver
 ConverterEnvOption = typer.Option(None, "--converter-env", help="NAME=/path/to/python: run converter NAME in that "
                                   "interpreter (repeatable; also the converter-env table of safeconvert.toml).")
 ConfigOption = typer.Option(None, "--config", help="TOML file with a converter-env table (default ./safeconvert.toml).")
+
+
+def thresholds(max_mismatch: int, rtol: float, max_near_ties: int, quantised_rtol: float, min_cosine: float,
+               keep_quantisation: bool = False):
+    """The verdict's limits from the command line (validators/verdict.py says what each guarantees)."""
+    from .validators.verdict import Thresholds
+
+    return Thresholds(max_mismatch, rtol, keep_quantisation=keep_quantisation, max_near_ties=max_near_ties,
+                      quantised_rtol=quantised_rtol, min_cosine=min_cosine)
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -83,6 +99,9 @@ def convert(
     report: Optional[Path] = ReportOption,
     max_mismatch: int = MaxMismatchOption,
     rtol: float = RtolOption,
+    max_near_ties: int = MaxNearTiesOption,
+    quantised_rtol: float = QuantisedRtolOption,
+    min_cosine: float = MinCosineOption,
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
     allow_unverified: bool = typer.Option(False, "--allow-unverified", help="Write OUT even when not verified (exit code stays 1)."),
     opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset for converters that write ONNX."),
@@ -105,7 +124,6 @@ def convert(
     from .hops.settings import with_isolation
     from .pipeline import ConvertRequest
     from .uptodate import convert_if_needed
-    from .validators.verdict import Thresholds
     from .wrappers.base import ConversionOptions
 
     options = ConversionOptions(
@@ -117,7 +135,8 @@ def convert(
         keep_quantisation=keep_quantisation,
     )
     with html_written(html, report) as report:
-        request = ConvertRequest(source, output, to, calib, preprocess, Thresholds(max_mismatch, rtol), options,
+        limits = thresholds(max_mismatch, rtol, max_near_ties, quantised_rtol, min_cosine)
+        request = ConvertRequest(source, output, to, calib, preprocess, limits, options,
                                  force, allow_unverified, report, trust_model_code, repair=not no_repair,
                                  trace_divergence=html is not None)
         _run_and_exit(lambda: convert_if_needed(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html)
@@ -132,18 +151,23 @@ def check(
     report: Optional[Path] = ReportOption,
     max_mismatch: int = MaxMismatchOption,
     rtol: float = RtolOption,
+    max_near_ties: int = MaxNearTiesOption,
+    quantised_rtol: float = QuantisedRtolOption,
+    min_cosine: float = MinCosineOption,
     input_shape: Optional[str] = InputShapeOption,
     trust_model_code: bool = TrustOption,
+    keep_quantisation: bool = typer.Option(False, "--keep-quantisation", help="The quantisation is wanted: judge TARGET "
+                                           "by labels and the quantisation floor, and require it to be quantised."),
     html: Optional[Path] = HtmlOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Validate an existing conversion TARGET against SOURCE (exit 0 verified, 1 not)."""
     from .pipeline import CheckRequest, run_check
-    from .validators.verdict import Thresholds
 
     with html_written(html, report) as report:
-        _run_and_exit(lambda: run_check(CheckRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol),
+        limits = thresholds(max_mismatch, rtol, max_near_ties, quantised_rtol, min_cosine, keep_quantisation)
+        _run_and_exit(lambda: run_check(CheckRequest(source, target, calib, preprocess, limits,
                                                      parse_shape(input_shape), report, trust_model_code)), quiet, as_json, html)
 
 
@@ -156,6 +180,9 @@ def localize(
     report: Optional[Path] = ReportOption,
     max_mismatch: int = MaxMismatchOption,
     rtol: float = RtolOption,
+    max_near_ties: int = MaxNearTiesOption,
+    quantised_rtol: float = QuantisedRtolOption,
+    min_cosine: float = MinCosineOption,
     input_shape: Optional[str] = InputShapeOption,
     trust_model_code: bool = TrustOption,
     keep_quantisation: bool = KeepQuantisationOption,
@@ -165,10 +192,10 @@ def localize(
 ) -> None:
     """Validate TARGET against SOURCE and, when they disagree, say where and why (findings only; exit 0 verified, 1 not)."""
     from .pipeline import RepairRequest, run_localize
-    from .validators.verdict import Thresholds
 
     with html_written(html, report) as report:
-        request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
+        limits = thresholds(max_mismatch, rtol, max_near_ties, quantised_rtol, min_cosine)
+        request = RepairRequest(source, target, calib, preprocess, limits, parse_shape(input_shape),
                                 report, trust_model_code, keep_quantisation=keep_quantisation)
         _run_and_exit(lambda: run_localize(request), quiet, as_json, html)
 
@@ -183,6 +210,9 @@ def repair(
     report: Optional[Path] = ReportOption,
     max_mismatch: int = MaxMismatchOption,
     rtol: float = RtolOption,
+    max_near_ties: int = MaxNearTiesOption,
+    quantised_rtol: float = QuantisedRtolOption,
+    min_cosine: float = MinCosineOption,
     input_shape: Optional[str] = InputShapeOption,
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
     allow_unverified: bool = typer.Option(False, "--allow-unverified", help="Write OUT even when the repair does not verify."),
@@ -199,10 +229,10 @@ def repair(
     """Localize and repair an existing conversion TARGET; write OUT only once it is verified against SOURCE."""
     from .hops.settings import with_isolation
     from .pipeline import RepairRequest, run_repair
-    from .validators.verdict import Thresholds
 
     with html_written(html, report) as report:
-        request = RepairRequest(source, target, calib, preprocess, Thresholds(max_mismatch, rtol), parse_shape(input_shape),
+        limits = thresholds(max_mismatch, rtol, max_near_ties, quantised_rtol, min_cosine)
+        request = RepairRequest(source, target, calib, preprocess, limits, parse_shape(input_shape),
                                 report, trust_model_code, output=output, force=force, allow_unverified=allow_unverified,
                                 keep_quantisation=keep_quantisation, trace_divergence=html is not None)
         _run_and_exit(lambda: run_repair(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html)
@@ -260,9 +290,11 @@ register_dropins(app)  # `safeconvert tf2onnx ...`, `safeconvert onnx2torch IN O
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure becomes one line on stderr and a documented exit code, never a traceback."""
+    from .safety.memory_limit import memory_limited
+
     click_error, click_abort = _click_exceptions()
     try:
-        with signals_unwind(), unraisable_silenced():  # SIGTERM unwinds like Ctrl-C: scratch files go
+        with signals_unwind(), unraisable_silenced(), memory_limited():  # SIGTERM unwinds like Ctrl-C: scratch files go
             code = app(args=argv, prog_name="safeconvert", standalone_mode=False)
             raise_if_signalled()  # a signal whose exception some library swallowed still ends the run
         if code == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent Exit(130)

@@ -142,9 +142,15 @@ def format_for_output(path: Path, requested: str | None) -> Format:
 
 
 def detect_format(path: Path) -> Format:
-    """Detect a model's format from its content; raise BadInputError when it is not a model."""
+    """Detect a model's format from its content; raise BadInputError when it is not a model, or when its files
+    reach outside its folder (external data or links: model_files.py)."""
+    from .model_files import model_files
+
     try:
-        return _detect(path)
+        fmt = _detect(path)
+        if fmt in (Format.ONNX, Format.SAVEDMODEL):
+            model_files(path)
+        return fmt
     except OSError as exc:  # unreadable, name too long, vanished while reading...
         raise BadInputError(f"cannot read {path}: {exc.strerror or one_line(exc)}") from None
 
@@ -153,8 +159,12 @@ def _detect(path: Path) -> Format:
     if not path.exists():
         raise BadInputError(f"no such file or directory: {path}")
     if path.is_dir():
-        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+        if (path / "saved_model.pb").is_file():
             return Format.SAVEDMODEL
+        if (path / "saved_model.pbtxt").is_file():  # TensorFlow would read it; safeconvert's audit reads binary only
+            from .safety.saved_model_audit import text_format_refusal
+
+            raise BadInputError(text_format_refusal(path))
         raise BadInputError(f"{path} is a directory but not a TF SavedModel (no saved_model.pb)")
     if not path.is_file():  # a FIFO or device would block or never end when read
         raise BadInputError(f"{path} is not a regular file")
@@ -175,8 +185,11 @@ def _detect(path: Path) -> Format:
 
 def _detect_zip_format(path: Path) -> Format:
     """Keras v3, torch.export and TorchScript files are all zip archives: tell them by members."""
+    from .safety.zip_members import check_member_names
+
     try:
         with zipfile.ZipFile(path) as archive:
+            check_member_names(archive, path)  # names readers resolve differently, before any framework reads them
             names = archive.namelist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise BadInputError(f"{path.name}: corrupt archive ({one_line(exc)})") from None

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .atomic import check_output_path, move_into_place, scratch_dir
+from .atomic import check_output_path, place_model, scratch_dir
 from .errors import EXIT_NOT_VERIFIED, EXIT_VERIFIED, BadInputError, ConverterFailedError, SafeConvertError, one_line
 from .formats import Format, detect_format, format_for_output
 from .hops.fallback import DROPPED, KEPT, Attempt, RouteQueue, hop_name, tool_finding
@@ -79,6 +79,7 @@ class Outcome:
     report: Report
     validation: Validation | None = None
     up_to_date: bool = False  # OUT was already verified from the same source and settings: nothing was run
+    written_sha256: str | None = None  # digest of the model placed at OUT (model_files.py), taken before placing
 
 
 def run_convert(request: ConvertRequest) -> Outcome:
@@ -111,7 +112,7 @@ def run_convert(request: ConvertRequest) -> Outcome:
             built, outcome.validation = kept.built, kept.validation
             if report.verified or request.allow_unverified:
                 with clock.stage("write"):
-                    move_into_place(built, output)
+                    outcome.written_sha256 = place_model(built, output, request.force, work)
                 report.output = str(output)
     return outcome
 
@@ -141,9 +142,10 @@ class RepairRequest(CheckRequest):
 
 
 def _for_quantisation(thresholds: Thresholds, keep_quantisation: bool) -> Thresholds:
-    """A wanted quantisation is judged on labels alone, however the request was made (CLI, API, drop-in);
-    applied where a request is made, so the run, its report and the up-to-date check all see it."""
-    return replace(thresholds, labels_only=True) if keep_quantisation else thresholds
+    """A wanted quantisation is judged on labels and the quantisation floor (validators/verdict.py), however the
+    request was made (CLI, API, drop-in); applied where a request is made, so the run, its report and the
+    up-to-date check all see it."""
+    return replace(thresholds, keep_quantisation=True) if keep_quantisation else thresholds
 
 
 def run_localize(request: RepairRequest) -> Outcome:
@@ -205,7 +207,7 @@ def run_repair(request: RepairRequest) -> Outcome:
                 final, outcome.validation = result.target, result.validation
             if report.verified or request.allow_unverified:
                 with clock.stage("write"):
-                    _place_copy(final, output, work)
+                    outcome.written_sha256 = place_model(final, output, request.force, work)
                 report.output = str(output)
     return outcome
 
@@ -280,7 +282,7 @@ def _quick_gap(source_runner: Runner, target_format: Format, calib: CalibrationS
     from .localize.context import divergence_indices
 
     indices = divergence_indices(validation, calib.names, limit=8)
-    few, source_outputs = calib.subset(indices), validation.source_outputs[indices]  # the source is not run again
+    few, source_outputs = calib.subset(indices), validation.source_subset(indices)  # the source is not run again
     return lambda path: validate(source_runner, load_runner(path, target_format), few, preset, thresholds,
                                  source_outputs=source_outputs).metrics.max_abs_diff
 
@@ -302,17 +304,6 @@ def _to_torchscript(onnx: Path, out: Path, isolation: Isolation) -> None:
     from .wrappers.onnx2torch_wrapper import Onnx2TorchConverter
 
     convert_isolated(Onnx2TorchConverter(), onnx, Format.ONNX, out, ConversionOptions(), isolation)
-
-
-def _place_copy(built: Path, output: Path, work: Path) -> None:
-    """Copy (the unrepaired target is the user's file) or move a scratch file into place atomically."""
-    import shutil
-
-    if not str(built).startswith(str(work)):
-        staged = work / f"staged{built.suffix}"
-        shutil.copytree(built, staged) if built.is_dir() else shutil.copyfile(built, staged)
-        built = staged
-    move_into_place(built, output)
 
 
 @contextmanager

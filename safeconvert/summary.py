@@ -45,6 +45,7 @@ def print_summary(report: Report, console: Console | None = None) -> None:
         if report.metrics_before_repair:
             console.print("after repair:")
         console.print(metrics_table(report))
+        _print_outputs(report, console)
         _print_disagreements(report, console)
     _print_verdict(report, console)
 
@@ -63,6 +64,26 @@ def metrics_table(report: Report, metrics: dict | None = None) -> Table:
         f"{m['cosine_similarity']:.6f}",
     )
     return table
+
+
+def _print_outputs(report: Report, console: Console) -> None:
+    """Every output on its own scale, when the model has several (labels above come from the first)."""
+    metrics = report.metrics or {}
+    outputs = metrics.get("outputs") or []
+    if metrics.get("unmatched_outputs"):
+        console.print(f"[red]outputs not paired:[/red] {metrics['unmatched_outputs']}")
+    if len(outputs) < 2:
+        return
+    failed = set((report.verdict or {}).get("failed_outputs", []))
+    table = Table(show_header=True, header_style="bold")
+    for column in ("output", "target output", "max |diff|", "scale", "|diff|/scale", "worst cosine", ""):
+        table.add_column(column, justify="right")
+    for out in outputs:
+        status = "[red]fails[/red]" if out["name"] in failed else "ok"
+        table.add_row(out["name"], out.get("target_name") or "-", _num(out["max_abs_diff"]), _num(out["scale"]),
+                      _num(out["relative_max_diff"]), _num(out["min_cosine"]), status)
+    console.print(f"every output (paired by {metrics.get('output_matching')}):")
+    console.print(table)
 
 
 def _print_findings(report: Report, console: Console, limit: int = 12) -> None:
@@ -110,6 +131,10 @@ def _print_disagreements(report: Report, console: Console, limit: int = 10) -> N
 def _print_verdict(report: Report, console: Console) -> None:
     if report.verdict is None:
         return
+    excused = report.verdict.get("near_ties_excused") or 0
+    if excused:
+        console.print(f"[yellow]note:[/yellow] {excused} label change(s) on near-tied images excused "
+                      f"(cap {report.thresholds.get('max_near_ties', '?')}): {', '.join(report.verdict.get('ambiguous_images', []))}")
     if report.verified:
         console.print("[bold green]verified[/bold green]" + (f": wrote {report.output}" if report.output else ""))
         return

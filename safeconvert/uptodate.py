@@ -3,9 +3,12 @@
 Build systems and CI steps call `safeconvert convert` whenever they are unsure. After a verified write,
 a small sidecar file beside OUT (`OUT.safeconvert.json`) records the SHA-256 of the source bytes, of the
 settings that shape the result (target format, converter options and versions, calibration set,
-preprocessing, thresholds) and of OUT itself, plus the report. When OUT is newer than the source and all
-three hashes still match, the conversion would only repeat itself, so it is skipped. Anything else runs
-as usual, including the refusal to replace an existing OUT without --force.
+preprocessing, thresholds, safeconvert's version, the environment switches that change numerics) and of
+the model safeconvert placed at OUT, taken before placing it, plus the report. "Source" and "OUT" mean all
+files of each model (model_files.py): an ONNX model's external data, every file of a SavedModel. When OUT is
+newer than the source and all three hashes still match (OUT is hashed again), the conversion would only
+repeat itself, so it is skipped. Anything else runs as usual, including the refusal to replace an existing
+OUT without --force; --force always converts again.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SafeConvertError
+from .model_files import model_digest, newest_mtime_ns
 from .pipeline import ConvertRequest, Outcome, run_convert
 from .report import Hop, Report
 
 SIDECAR_SUFFIX = ".safeconvert.json"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: hashes over all files of a model, written hash taken before placing
 
 
 def sidecar_path(output: Path) -> Path:
@@ -29,15 +33,16 @@ def sidecar_path(output: Path) -> Path:
 
 
 def convert_if_needed(request: ConvertRequest) -> Outcome:
-    """`run_convert`, unless OUT is already the verified conversion of these source bytes with these settings."""
-    previous = previous_report(request)
+    """`run_convert`, unless OUT is already the verified conversion of these source bytes with these settings
+    (never with --force: that asks to convert again)."""
+    previous = None if request.force else previous_report(request)
     if previous is not None:
         if request.report_path is not None:
             previous.write(Path(request.report_path))
         return Outcome(previous, up_to_date=True)
     fingerprint = _fingerprint_or_none(request)
     outcome = run_convert(request)
-    _record(request, outcome.report, fingerprint)
+    _record(request, outcome, fingerprint)
     return outcome
 
 
@@ -47,34 +52,24 @@ def previous_report(request: ConvertRequest) -> Report | None:
     sidecar = sidecar_path(output)
     if not (output.exists() and source.exists() and sidecar.is_file()):
         return None
-    if _newest_mtime(output) <= _newest_mtime(source):
-        return None
-    stored = _read_sidecar(sidecar)
-    if stored is None or stored.get("output_sha256") != content_hash(output):
+    try:
+        if newest_mtime_ns(output) <= newest_mtime_ns(source):
+            return None
+        stored = _read_sidecar(sidecar)
+        if stored is None or stored.get("output_sha256") != model_digest(output):
+            return None
+    except (SafeConvertError, OSError):  # a model whose files cannot be listed: the real run says why
         return None
     if stored.get("fingerprint") != _fingerprint_or_none(request):
         return None
     return report_from_dict(stored["report"])
 
 
-def content_hash(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's relative file names and contents (SavedModel)."""
-    digest = hashlib.sha256()
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(request: ConvertRequest) -> dict[str, str]:
     """Hashes of the source bytes and of every setting that shapes the written model or its verdict."""
     from .formats import detect_format, format_for_output
     from .routes import plan_route
+    from .user_cache import numerics_environment
 
     src_format = detect_format(Path(request.source))
     dst_format = format_for_output(Path(request.output), request.target_format)
@@ -89,9 +84,10 @@ def fingerprint(request: ConvertRequest) -> dict[str, str]:
         "thresholds": dataclasses.asdict(request.thresholds),
         "repair": getattr(request, "repair", None),
         "safeconvert_version": __version__,
+        "numerics_environment": numerics_environment(),
     }
     encoded = json.dumps(settings, sort_keys=True, default=str).encode()
-    return {"source_sha256": content_hash(Path(request.source)), "settings_sha256": hashlib.sha256(encoded).hexdigest()}
+    return {"source_sha256": model_digest(Path(request.source)), "settings_sha256": hashlib.sha256(encoded).hexdigest()}
 
 
 def report_from_dict(data: dict) -> Report:
@@ -111,12 +107,14 @@ def _fingerprint_or_none(request: ConvertRequest) -> dict[str, str] | None:
         return None
 
 
-def _record(request: ConvertRequest, report: Report, fingerprint: dict[str, str] | None) -> None:
-    """After a write: a sidecar for a verified OUT; none for an unverified one (--allow-unverified)."""
+def _record(request: ConvertRequest, outcome: Outcome, fingerprint: dict[str, str] | None) -> None:
+    """After a write: a sidecar for a verified OUT, vouching for the bytes this run placed (whatever may be at
+    OUT by now); none for an unverified one (--allow-unverified)."""
+    report = outcome.report
     if report.output is None:
         return  # OUT untouched: an existing sidecar still describes it
     sidecar = sidecar_path(Path(request.output))
-    if not report.verified or fingerprint is None:
+    if not report.verified or fingerprint is None or outcome.written_sha256 is None:
         sidecar.unlink(missing_ok=True)
         return
     from .atomic import write_bytes_atomically
@@ -124,7 +122,7 @@ def _record(request: ConvertRequest, report: Report, fingerprint: dict[str, str]
     record = {
         "sidecar_version": SIDECAR_VERSION,
         "fingerprint": fingerprint,
-        "output_sha256": content_hash(Path(request.output)),
+        "output_sha256": outcome.written_sha256,
         "report": report.to_dict(),
     }
     write_bytes_atomically(sidecar, (json.dumps(record, indent=2) + "\n").encode())
@@ -138,12 +136,6 @@ def _read_sidecar(path: Path) -> dict | None:
     if not isinstance(data, dict) or data.get("sidecar_version") != SIDECAR_VERSION or "report" not in data:
         return None
     return data
-
-
-def _newest_mtime(path: Path) -> int:
-    if path.is_dir():
-        return max((p.stat().st_mtime_ns for p in path.rglob("*")), default=path.stat().st_mtime_ns)
-    return path.stat().st_mtime_ns
 
 
 def _calibration_identity(calib: Path | None) -> object:

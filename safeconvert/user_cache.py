@@ -12,6 +12,11 @@ kind of result, each holding a bounded number of entries (least recently used go
 Where: $SAFECONVERT_CACHE_DIR, else $XDG_CACHE_HOME/safeconvert, else ~/.cache/safeconvert.
 SAFECONVERT_CACHE_DIR=off turns the cache off. A cache that cannot be read or written is skipped silently:
 it only ever saves time, it never changes a result.
+
+Every key covers all files of the model (model_files.py: ONNX external data, a SavedModel's files through
+its links), and every entry's name also covers safeconvert's version and the environment switches known to
+change a framework's numerics (NUMERICS_ENV_VARS). Each entry starts with the sha256 of its payload: an
+entry damaged on disk reads as absent.
 """
 
 from __future__ import annotations
@@ -22,10 +27,40 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from . import __version__
 from .formats import Format
+from .model_files import model_digest
 
 ENV_VAR = "SAFECONVERT_CACHE_DIR"
-_CHUNK = 1 << 20
+
+# Environment switches that change what a framework computes for the same model and input, read when it
+# loads. Results obtained under other values are other results: cache entries and the up-to-date rule key on
+# them. Thread counts (OMP_NUM_THREADS and the like) are left out: they change speed, and only the order of
+# a few floating-point reductions.
+NUMERICS_ENV_VARS = (
+    "TF_ENABLE_ONEDNN_OPTS",  # TensorFlow: oneDNN kernels (fused, other summation order) on or off
+    "TF_XLA_FLAGS",  # TensorFlow: XLA auto-clustering fuses ops and rounds differently
+    "TF_DETERMINISTIC_OPS",  # TensorFlow: deterministic kernel variants
+    "TF_USE_LEGACY_KERAS",  # which Keras (2 or 3) loads a Keras model
+    "KERAS_BACKEND",  # which framework runs a Keras 3 model
+    "ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE",  # oneDNN (TensorFlow, torch): bf16/tf32 math allowed
+    "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",  # oneDNN: instruction set, hence kernels
+    "ATEN_CPU_CAPABILITY",  # torch: which vectorised CPU kernels run
+    "MKL_CBWR",  # MKL: conditional numerical reproducibility branch
+    "CUDA_VISIBLE_DEVICES",  # a GPU or the CPU runs the model
+    "NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",  # TF32 matrix products on NVIDIA GPUs
+)
+_CHECKSUM_BYTES = 32
+
+
+def numerics_environment() -> dict[str, str]:
+    """The values of NUMERICS_ENV_VARS that are set (an unset switch is the framework's default)."""
+    return {name: os.environ[name] for name in NUMERICS_ENV_VARS if name in os.environ}
+
+
+def context_digest() -> str:
+    """safeconvert's version and the numerics switches: part of every cache entry's name."""
+    return digest(__version__, *(f"{k}={v}" for k, v in sorted(numerics_environment().items())))
 
 
 def cache_root() -> Path | None:
@@ -48,25 +83,37 @@ class CacheFolder:
     def folder(self, root: Path) -> Path:
         return root / self.name
 
+    def entry(self, root: Path, key: str) -> Path:
+        """Where `key` is stored under the current version and numerics switches (context_digest)."""
+        return self.folder(root) / f"{digest(key, context_digest())}{self.suffix}"
+
     def load(self, key: str) -> bytes | None:
-        """The entry's bytes (and it becomes the most recently used), or None when absent or the cache is off."""
+        """The entry's payload (and it becomes the most recently used); None when absent, damaged (its
+        checksum does not match: the entry is dropped) or the cache is off."""
         root = cache_root()
         if root is None:
             return None
-        entry = self.folder(root) / f"{key}{self.suffix}"
+        entry = self.entry(root, key)
         try:
             data = entry.read_bytes()
-            os.utime(entry)
-            return data
         except OSError:
             return None
+        checksum, payload = data[:_CHECKSUM_BYTES], data[_CHECKSUM_BYTES:]
+        if len(checksum) != _CHECKSUM_BYTES or hashlib.sha256(payload).digest() != checksum:
+            entry.unlink(missing_ok=True)
+            return None
+        try:
+            os.utime(entry)
+        except OSError:
+            pass
+        return payload
 
     def has(self, key: str) -> bool:
-        root = cache_root()
-        return root is not None and (self.folder(root) / f"{key}{self.suffix}").is_file()
+        """An entry is stored for `key` whose payload matches its checksum."""
+        return self.load(key) is not None
 
     def store(self, key: str, data: bytes) -> None:
-        """Write atomically (a concurrent reader never sees half an entry), then trim to max_entries."""
+        """Write checksum and payload atomically (a reader never sees half an entry), then trim to max_entries."""
         from .atomic import write_bytes_atomically
         from .errors import BadInputError
 
@@ -76,7 +123,7 @@ class CacheFolder:
         folder = self.folder(root)
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_bytes_atomically(folder / f"{key}{self.suffix}", data)
+            write_bytes_atomically(self.entry(root, key), hashlib.sha256(data).digest() + data)
             for old in self.entries(root)[self.max_entries:]:
                 old.unlink(missing_ok=True)
         except (OSError, BadInputError):
@@ -99,26 +146,9 @@ def digest(*parts: str | bytes) -> str:
     return hasher.hexdigest()
 
 
-_CONTENT_DIGESTS: dict[tuple, str] = {}
-
-
 def content_digest(path: Path) -> str:
-    """sha256 over a file's bytes, or over every file of a directory with its relative path.
-
-    Remembered per (path, size, mtime) of each file, so a run that asks twice reads a large model once."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    identity = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    if identity not in _CONTENT_DIGESTS:
-        hasher = hashlib.sha256()
-        for file in files:
-            name = str(file.relative_to(path) if path.is_dir() else "")
-            hasher.update(f"{name}\0{file.stat().st_size}\0".encode())
-            with open(file, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    hasher.update(chunk)
-        _CONTENT_DIGESTS[identity] = hasher.hexdigest()
-    return _CONTENT_DIGESTS[identity]
+    """sha256 over all files of a model (model_files.py): the one digest every cache key is built from."""
+    return model_digest(Path(path))
 
 
 # The libraries whose version can change what a model of a format computes (cache keys include them).

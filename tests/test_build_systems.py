@@ -56,7 +56,7 @@ def test_makefile_pattern_rule(small_keras_file: Path, tmp_path: Path, shell_env
     assert not any(p.name.startswith(".safeconvert-") for p in tmp_path.iterdir())
 
 
-def test_ci_step_is_idempotent(small_keras_file: Path, tmp_path: Path, shell_env: dict[str, str]):
+def test_ci_step_converts_again_to_the_same_bytes(small_keras_file: Path, tmp_path: Path, shell_env: dict[str, str]):
     step = code_block("sh")
     assert all(line.strip() in code_block("yaml") for line in step.splitlines())  # the two examples agree
     (tmp_path / "models").mkdir()
@@ -67,7 +67,13 @@ def test_ci_step_is_idempotent(small_keras_file: Path, tmp_path: Path, shell_env
     target = tmp_path / "dist" / "classifier.onnx"
     built = (target.read_bytes(), target.stat().st_mtime_ns)
 
-    again = run(["bash", "-e", "-c", step], tmp_path, shell_env)
+    again = run(["bash", "-e", "-c", step], tmp_path, shell_env)  # --force: converted and verified again
     assert again.returncode == 0 and again.stdout == "" and again.stderr == ""
-    assert (target.read_bytes(), target.stat().st_mtime_ns) == built
+    assert target.read_bytes() == built[0] and target.stat().st_mtime_ns != built[1]
+
+    rebuilt = target.stat().st_mtime_ns
+    unforced = step.replace(" --force", "")  # without --force the same step is a no-op
+    assert run(["bash", "-e", "-c", unforced], tmp_path, shell_env).returncode == 0
+    assert target.stat().st_mtime_ns == rebuilt
+    assert not any(p.name.startswith(".safeconvert-") for p in target.parent.iterdir())
     assert json.loads((tmp_path / "dist" / "classifier.report.json").read_text())["verdict"]["verified"]

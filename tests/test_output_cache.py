@@ -10,6 +10,7 @@ import pytest
 
 from safeconvert.pipeline import CheckRequest, ConvertRequest, run_check, run_convert
 from safeconvert.runners import load_runner
+from safeconvert.runners.base import NamedOutput
 from safeconvert.runners.tf_runner import KerasRunner
 from safeconvert.user_cache import ENV_VAR
 from safeconvert.validators import output_cache
@@ -41,10 +42,11 @@ def _source_must_not_run(self, chunk):
 def test_a_second_check_reads_the_source_outputs_from_the_cache(small_keras_file, small_onnx, cache, monkeypatch):
     first = run_check(CheckRequest(small_keras_file, small_onnx)).report
     assert "source_outputs" not in first.calibration
-    assert [p.suffix for p in (cache / "source-outputs").iterdir()] == [".npy"]
+    assert [p.suffix for p in (cache / "source-outputs").iterdir()] == [".npz"]
 
     validate_module._SOURCE_OUTPUTS.clear()
     monkeypatch.setattr(KerasRunner, "_run_chunk", _source_must_not_run)
+    monkeypatch.setattr(KerasRunner, "_run_chunk_outputs", _source_must_not_run)
     second = run_check(CheckRequest(small_keras_file, small_onnx)).report
     assert second.calibration["source_outputs"].startswith("cached")
     assert second.metrics == first.metrics and second.verified
@@ -109,9 +111,12 @@ def test_npy_sets_are_keyed_by_their_values(tmp_path, small_keras_file, cache):
 def test_a_damaged_or_mismatched_entry_is_ignored(cache):
     output_cache.OUTPUTS.store("k", b"not an array")
     assert output_cache.load("k", 3) is None
-    output_cache.store("k", np.ones((2, 10)))
+    output_cache.store("k", [NamedOutput("logits", np.ones((2, 10))), NamedOutput("boxes", np.zeros((2, 4)))])
     assert output_cache.load("k", 3) is None  # written for another number of images
-    np.testing.assert_array_equal(output_cache.load("k", 2), np.ones((2, 10), dtype=np.float32))
+    loaded = output_cache.load("k", 2)  # every output comes back, named, in order
+    assert [o.name for o in loaded] == ["logits", "boxes"]
+    np.testing.assert_array_equal(loaded[0].values, np.ones((2, 10), dtype=np.float32))
+    np.testing.assert_array_equal(loaded[1].values, np.zeros((2, 4), dtype=np.float32))
 
 
 def _must_not_load(self, *args, **kwargs):

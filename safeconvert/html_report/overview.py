@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from .fmt import e, num, pct
 
-METRIC_COLUMNS = ("images", "top-1 agree", "label changes", "top-5 agree", "max |diff|", "max |diff| / range",
+METRIC_COLUMNS = ("images", "top-1 agree", "label changes", "top-5 agree", "max |diff|", "max |diff| / scale",
                   "mean |diff|", "cosine")
+OUTPUT_COLUMNS = ("source output", "target output", "values", "max |diff|", "scale", "max |diff| / scale",
+                  "worst-image cosine", "label changes")
 
 
 def header(report: dict) -> str:
@@ -30,6 +32,10 @@ def verdict_banner(report: dict) -> str:
         lines += [f"label changes on near-tied images, not counted: {', '.join(verdict.get('ambiguous_images', []))}"
                   ] if verdict.get("ambiguous_images") else []
         return _banner("ok", title, lines, escaped_title=True)
+    if verdict and verdict.get("failed_outputs"):
+        failed = ", ".join(verdict["failed_outputs"])
+        return _banner("bad", "NOT VERIFIED", [f"failing output(s): {failed}"] + verdict.get("reasons", []) +
+                       ([error] if error else []))
     reasons = (verdict or {}).get("reasons", []) + ([error] if error else [])
     return _banner("bad", "NOT VERIFIED", reasons)
 
@@ -49,7 +55,7 @@ def tiles(report: dict) -> str:
     cells = [
         ("top-1 agreement", _change(before, after, lambda m: pct(m.get("top1_agreement")))),
         ("label changes", _change(before, after, lambda m: num(m.get("top1_mismatches")))),
-        ("max |diff| / range", _change(before, after, _relative)),
+        ("max |diff| / scale", _change(before, after, _relative)),
         ("findings", str(len(report.get("findings", [])))),
         ("repairs applied", f"{applied} of {len(report.get('repairs', []))}"),
     ]
@@ -64,7 +70,8 @@ def _change(before: dict | None, after: dict, show) -> str:
 
 
 def _relative(metrics: dict) -> str:
-    diff, spread = metrics.get("max_abs_diff"), metrics.get("source_output_range")
+    """max |diff| over the robust scale the verdict uses (the output range in reports that predate it)."""
+    diff, spread = metrics.get("max_abs_diff"), metrics.get("source_scale", metrics.get("source_output_range"))
     if isinstance(diff, str) or isinstance(spread, str) or not spread:
         return num(diff)
     return num(diff / spread, 2)
@@ -99,7 +106,30 @@ def metrics_table(report: dict) -> str:
         return ""
     head = "<th></th>" + "".join(f'<th class="num">{e(c)}</th>' for c in METRIC_COLUMNS)
     note = _calibration_note(report.get("calibration", {}))
-    return f'<section id="metrics"><h2>Source vs converted outputs</h2><table><tr>{head}</tr>{"".join(rows)}</table>{note}</section>'
+    return (f'<section id="metrics"><h2>Source vs converted outputs</h2><table><tr>{head}</tr>{"".join(rows)}</table>'
+            f'{_outputs_table(report)}{note}</section>')
+
+
+def _outputs_table(report: dict) -> str:
+    """Every output compared, each on its own scale, the failing ones marked (labels come from the first)."""
+    metrics = report.get("metrics") or {}
+    outputs = metrics.get("outputs") or []
+    if len(outputs) < 2 and not metrics.get("unmatched_outputs"):
+        return ""
+    failed = set((report.get("verdict") or {}).get("failed_outputs", []))
+    head = "".join(f'<th class="num">{e(c)}</th>' for c in OUTPUT_COLUMNS)
+    rows = "".join(_output_row(o, o.get("name") in failed) for o in outputs)
+    how = (f'outputs paired by {e(metrics.get("output_matching"))}' if not metrics.get("unmatched_outputs")
+           else e(metrics["unmatched_outputs"]))
+    return f'<h3 style="margin-top:12px">Every output</h3><p class="sub">{how}</p><table><tr>{head}</tr>{rows}</table>'
+
+
+def _output_row(output: dict, failed: bool) -> str:
+    cells = [e(output.get("name")), e(output.get("target_name") or "-"), num(output.get("values")),
+             num(output.get("max_abs_diff")), num(output.get("scale")), num(output.get("relative_max_diff"), 2),
+             num(output.get("min_cosine"), 6), num(output.get("top1_mismatches"))]
+    mark = ' class="changed"' if failed else ""
+    return f"<tr{mark}>" + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>"
 
 
 def _calibration_note(calib: dict) -> str:

@@ -19,7 +19,8 @@ EXPORTS = CacheFolder("float-reference", ".tflite", max_entries=8)
 
 
 def source_key(path: Path, tensorflow_version: str) -> str:
-    """The source's content (every file of a SavedModel directory, with its relative path) and TensorFlow's version."""
+    """The source's content (all files of the model, model_files.py: a SavedModel's through its links) and
+    TensorFlow's version; safeconvert's version and the numerics switches are added by the cache folder."""
     return digest(FORMAT_VERSION, tensorflow_version, content_digest(path))
 
 

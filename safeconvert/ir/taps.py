@@ -78,7 +78,7 @@ class TapRunner:
             if chunk.shape != shape:
                 raise ValueError(f"the module takes input of shape {shape}, got a chunk of shape {chunk.shape}")
             result = self._vm["main"](tvm.runtime.tensor(chunk))
-            outputs.append(result[0].numpy())
+            outputs.append(_first_tensor(result[0]).numpy())
             for tap in wanted:
                 collected[tap].append(result[position[tap]].numpy())
         elapsed = time.perf_counter() - start
@@ -88,3 +88,11 @@ class TapRunner:
             taps={t: np.concatenate(v, axis=0) for t, v in collected.items()},
             seconds_per_image=elapsed / count,
         )
+
+
+def _first_tensor(value):
+    """The model's first output: a model with several outputs returns them as a tuple (localization traces
+    the first, as validation's `source_outputs` holds it)."""
+    while not hasattr(value, "numpy") and len(value):
+        value = value[0]
+    return value

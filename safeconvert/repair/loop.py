@@ -180,11 +180,17 @@ def _validated(session: RepairSession, candidate: Path) -> Validation | None:
 
 
 def better(new: Validation, old: Validation) -> bool:
-    """Fewer changed labels, or as many and a clearly smaller output gap."""
+    """Fewer changed labels, or as many and a clearly smaller output gap (the worst output's, each on its
+    own scale: a repair of a second head counts as much as one of the logits)."""
     a, b = new.metrics, old.metrics
     if a.top1_mismatches != b.top1_mismatches:
         return a.top1_mismatches < b.top1_mismatches
-    return a.max_abs_diff < 0.9 * b.max_abs_diff
+    return _worst_gap(a) < 0.9 * _worst_gap(b)
+
+
+def _worst_gap(metrics) -> float:
+    """The largest max |diff| / scale over the model's outputs (the first output's alone when not listed)."""
+    return max((o.relative_max_diff for o in metrics.outputs), default=metrics.relative_max_diff)
 
 
 def _build(session: RepairSession, findings: list[Finding], target: Path, onnx_source: Path | None,
@@ -217,7 +223,8 @@ def _build_float_layers(session: RepairSession, finding: Finding, target: Path, 
         return Candidate(path, None, [(finding, "restored every quantised layer to float32")]) if path else None
     search = keep_fewest_float(target, reference, session.work, session.validate, session.quick_gap, session.requantise)
     finding.evidence["float_layer_search"] = {"ranking": search.ranking, "tried": [vars(t) for t in search.tried],
-                                              "summary": search.describe(), "hopeless": search.hopeless}
+                                              "summary": search.describe(), "hopeless": search.hopeless,
+                                              "quantisation_undone": search.quantisation_undone}
     return Candidate(search.path, None, [(finding, search.describe())]) if search.path else None
 
 
@@ -298,7 +305,7 @@ def _why_not(session: RepairSession, finding: Finding, target: Path, onnx_source
     if finding.repair.action == "keep_float" and "float_layer_search" in finding.evidence:
         search = finding.evidence["float_layer_search"]
         tried = search["tried"]
-        if search.get("hopeless"):
+        if search.get("hopeless") or search.get("quantisation_undone"):
             return search["summary"]
         return f"no set of float layers verified ({len(tried)} sets tried, up to all {max((t['layers'] for t in tried), default=0)})"
     if finding.repair.action == "rerun_converter" and session.reconvert is None:

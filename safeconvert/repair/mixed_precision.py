@@ -4,6 +4,9 @@ Quantisation that was asked for is not undone. Instead each quantised conv/dense
 measured sensitivity — how much closer the target gets to the source when that layer alone runs in float
 (weights from a float conversion of the same source) — and the smallest prefix of that ranking that
 verifies is kept in float. Each choice tried is reported with its size cost.
+
+Keeping every quantised layer in float is not a way to keep the quantisation: when only that passes the
+verdict's numbers, the search ends as "quantisation undone", with no model, and the run is not verified.
 """
 
 from __future__ import annotations
@@ -36,14 +39,19 @@ class MixedPrecision:
     ranking: list[tuple[str, float]] = field(default_factory=list)  # (layer, output gap with it alone in float)
     tried: list[FloatChoice] = field(default_factory=list)
     quantised_layers: int = 0
+    quantisation_undone: bool = False  # only every quantised layer in float passes: no quantised model verifies
 
     @property
     def hopeless(self) -> bool:
-        """Even every quantised layer in float did not verify: no subset can."""
+        """Even every quantised layer in float did not pass the numbers: no subset can."""
         ceiling = next((t for t in self.tried if t.layers == self.quantised_layers), None)
-        return self.path is None and ceiling is not None and not ceiling.verified
+        return self.path is None and not self.quantisation_undone and ceiling is not None and not ceiling.verified
 
     def describe(self) -> str:
+        if self.quantisation_undone:
+            return (f"quantisation undone: only with all {self.quantised_layers} quantised conv/dense layers in float "
+                    "does the model pass the verdict, and that is no longer the quantised model --keep-quantisation "
+                    "asks for; nothing written as verified")
         if self.hopeless:
             ceiling = next(t for t in self.tried if t.layers == self.quantised_layers)
             return (f"no set of float layers can verify: even with all {ceiling.layers} quantised conv/dense layers "
@@ -112,7 +120,7 @@ def keep_fewest_float(target: Path, float_reference: Path, work: Path, validate:
     result.ranking = [(short_name(models.layers[i].output), gap) for i, gap in gaps]
     order = [i for i, _ in gaps]
     low, high = 1, len(order) - 1
-    best = (work / f"mixed-k{len(order)}.tflite", order, _added(models, order))
+    best = None  # every layer in float (the upper bound) is not a quantised model: it is never the answer
     while low <= high:  # smallest verifying prefix (sensitivity makes it close to monotone; validation decides)
         middle = (low + high) // 2
         chosen = order[:middle]
@@ -128,17 +136,21 @@ def keep_fewest_float(target: Path, float_reference: Path, work: Path, validate:
     if best is not None:
         result.path, chosen, result.added_bytes = best
         result.kept_float = [short_name(models.layers[i].output) for i in chosen]
+    else:
+        result.quantisation_undone = True
     return result
 
 
 def _verifies(models: _Models, chosen: list[int], work: Path, validate: Callable[[Path], Validation],
               requantise, result: MixedPrecision) -> bool:
-    """Validate one set of float layers (recorded in `result.tried`)."""
+    """Whether one set of float layers passes the verdict's numbers (recorded in `result.tried`); with every
+    layer in float the verdict may also say the quantisation is undone, which this upper bound ignores."""
     path = _candidate(models, chosen, work / f"mixed-k{len(chosen)}.tflite", requantise)
     validation = validate(path)
     result.tried.append(FloatChoice(len(chosen), _added(models, chosen), validation.metrics.top1_mismatches,
                                     validation.metrics.max_abs_diff, validation.verdict.verified))
-    return validation.verdict.verified
+    verdict = validation.verdict
+    return verdict.verified or (verdict.quantisation_undone and len(verdict.reasons) == 1)
 
 
 def _added(models: _Models, chosen: list[int]) -> int:

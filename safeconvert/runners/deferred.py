@@ -19,7 +19,7 @@ import numpy as np
 
 from ..formats import Format, InputSpec
 from ..user_cache import CacheFolder, cache_root, content_digest, digest, runtime_versions
-from .base import Runner
+from .base import NamedOutput, Runner
 
 SPECS = CacheFolder("source-specs", ".json", max_entries=256)
 FORMAT_VERSION = "1"
@@ -40,6 +40,9 @@ class DeferredRunner(Runner):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._loaded().run(batch)
+
+    def run_outputs(self, batch: np.ndarray) -> list[NamedOutput]:
+        return self._loaded().run_outputs(batch)
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         return self._loaded()._run_chunk(chunk)

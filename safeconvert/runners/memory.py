@@ -17,7 +17,7 @@ from ..errors import BadInputError
 from ..formats import Format, InputSpec, guess_layout
 from .base import Runner
 from .tf_runner import KerasRunner
-from .torch_runner import _call_torch
+from .torch_runner import _call_torch, call_torch_outputs
 
 
 class KerasModelRunner(KerasRunner):
@@ -46,3 +46,6 @@ class TorchModuleRunner(Runner):
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         return _call_torch(self.module, chunk)
+
+    def _run_chunk_outputs(self, chunk: np.ndarray) -> list:
+        return call_torch_outputs(self.module, chunk)

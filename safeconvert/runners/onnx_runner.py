@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import BadInputError, one_line
 from ..formats import Format, InputSpec, guess_layout
-from .base import Runner
+from .base import NamedOutput, Runner
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float16)": "float16"}
 
@@ -40,10 +40,15 @@ class OnnxRunner(Runner):
             shape = tuple(input_shape)
         spec = InputSpec(first.name, shape, guess_layout(shape), _ORT_TYPES.get(first.type, first.type))
         super().__init__(path, spec)
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_name = self.output_names[0]
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.spec.name: chunk.astype(self.spec.dtype)})[0]
+
+    def _run_chunk_outputs(self, chunk: np.ndarray) -> list[NamedOutput]:
+        values = self.session.run(self.output_names, {self.spec.name: chunk.astype(self.spec.dtype)})
+        return [NamedOutput(name, np.asarray(v)) for name, v in zip(self.output_names, values)]
 
 
 def _level(name: str):

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import BadInputError, one_line
 from ..formats import Format, InputSpec, guess_layout
-from .base import Runner
+from .base import NamedOutput, Runner, named_outputs
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -76,12 +76,10 @@ class KerasRunner(Runner):
             return self.model(chunk, training=False)
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
-        output = self._forward(chunk.astype(np.float32))
-        if isinstance(output, (list, tuple)):
-            output = output[0]
-        if isinstance(output, dict):
-            output = next(iter(output.values()))
-        return np.asarray(output)
+        return self._run_chunk_outputs(chunk)[0].values
+
+    def _run_chunk_outputs(self, chunk: np.ndarray) -> list[NamedOutput]:
+        return named_outputs(self._forward(chunk.astype(np.float32)), list(getattr(self.model, "output_names", None) or []))
 
 
 class SavedModelRunner(Runner):
@@ -106,10 +104,16 @@ class SavedModelRunner(Runner):
             raise BadInputError(f"{path.name}: safeconvert handles single-input image models, this one has {len(inputs)}")
         self.input_name, tensor_spec = next(iter(inputs.items()))
         shape = tuple(input_shape) if input_shape else tuple(tensor_spec.shape.as_list())
-        self.output_key = sorted(self.function.structured_outputs)[0]
+        self.output_keys = sorted(self.function.structured_outputs)
+        self.output_key = self.output_keys[0]
         super().__init__(path, InputSpec(self.input_name, shape, guess_layout(shape), tensor_spec.dtype.name))
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         tf = quiet_tensorflow()
         outputs = self.function(**{self.input_name: tf.constant(chunk, dtype=self.spec.dtype)})
         return outputs[self.output_key].numpy()
+
+    def _run_chunk_outputs(self, chunk: np.ndarray) -> list[NamedOutput]:
+        tf = quiet_tensorflow()
+        outputs = self.function(**{self.input_name: tf.constant(chunk, dtype=self.spec.dtype)})
+        return [NamedOutput(key, outputs[key].numpy()) for key in self.output_keys]

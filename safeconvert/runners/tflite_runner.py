@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import BadInputError, one_line
 from ..formats import Format, InputSpec, guess_layout
-from .base import Runner
+from .base import NamedOutput, Runner, join_chunks
 
 
 class TfliteRunner(Runner):
@@ -37,24 +37,34 @@ class TfliteRunner(Runner):
         spec = InputSpec(detail["name"], shape, guess_layout(shape), np.dtype(detail["dtype"]).name)
         super().__init__(path, spec)
         self._input = detail
-        self._output = self.interpreter.get_output_details()[0]
+        self._outputs = self.interpreter.get_output_details()
+        self._output = self._outputs[0]
         self._current_batch = int(detail["shape"][0])
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_outputs(batch)[0].values
+
+    def run_outputs(self, batch: np.ndarray) -> list[NamedOutput]:
         # A dynamic batch can be resized to the whole batch once; a fixed one runs image by image.
         if self.spec.fixed_batch is None and len(batch) != self._current_batch:
             self.interpreter.resize_tensor_input(self._input["index"], [len(batch), *batch.shape[1:]])
             self.interpreter.allocate_tensors()
             self._current_batch = len(batch)
-            self._output = self.interpreter.get_output_details()[0]
+            self._outputs = self.interpreter.get_output_details()
+            self._output = self._outputs[0]
         if self.spec.fixed_batch is None:
-            return np.asarray(self._run_chunk(batch), dtype=np.float32)
-        return super().run(batch)
+            return join_chunks([self._run_chunk_outputs(batch)])
+        return super().run_outputs(batch)
 
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        return self._run_chunk_outputs(chunk)[0].values
+
+    def _run_chunk_outputs(self, chunk: np.ndarray) -> list[NamedOutput]:
         self.interpreter.set_tensor(self._input["index"], _quantize(chunk, self._input))
         self.interpreter.invoke()
-        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+        # copies: the interpreter reuses its output buffers on the next invoke
+        return [NamedOutput(out["name"], _dequantize(self.interpreter.get_tensor(out["index"]), out).copy())
+                for out in self._outputs]
 
 
 def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import BadInputError, one_line
 from ..formats import Format, InputSpec, guess_layout
-from .base import Runner
+from .base import NamedOutput, Runner, named_outputs
 
 # TorchScript files carry no input shape; safeconvert stores one in this extra file when it writes them.
 SPEC_EXTRA_FILE = "safeconvert_input.json"
@@ -37,6 +37,9 @@ class TorchExportRunner(Runner):
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         return _call_torch(self.module, chunk)
 
+    def _run_chunk_outputs(self, chunk: np.ndarray) -> list[NamedOutput]:
+        return call_torch_outputs(self.module, chunk)
+
 
 class TorchScriptRunner(Runner):
     format = Format.TORCHSCRIPT
@@ -63,6 +66,9 @@ class TorchScriptRunner(Runner):
     def _run_chunk(self, chunk: np.ndarray) -> np.ndarray:
         return _call_torch(self.module, chunk)
 
+    def _run_chunk_outputs(self, chunk: np.ndarray) -> list[NamedOutput]:
+        return call_torch_outputs(self.module, chunk)
+
 
 def read_stored_spec(raw: str | bytes, name: str) -> dict | None:
     """The input spec safeconvert stored in a TorchScript archive, checked: a damaged one is a bad input."""
@@ -80,12 +86,19 @@ def read_stored_spec(raw: str | bytes, name: str) -> dict | None:
 
 
 def _call_torch(module, chunk: np.ndarray) -> np.ndarray:
+    return call_torch_outputs(module, chunk)[0].values
+
+
+def call_torch_outputs(module, chunk: np.ndarray) -> list[NamedOutput]:
+    """Every output of a torch module (one tensor, a tuple/list or a dict of them), as numpy."""
     import torch
 
     with torch.inference_mode():
         output = module(torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)))
-    if isinstance(output, (list, tuple)):
-        output = output[0]
     if isinstance(output, dict):
-        output = next(iter(output.values()))
-    return output.detach().numpy()
+        output = {k: v.detach().numpy() for k, v in output.items()}
+    elif isinstance(output, (list, tuple)):
+        output = [v.detach().numpy() for v in output]
+    else:
+        output = output.detach().numpy()
+    return named_outputs(output)

@@ -52,7 +52,9 @@ def _identity(path: Path) -> tuple:
 def _run_probe(path: Path, fmt: Format) -> None:
     # Run as a script in isolated mode: it imports nothing of safeconvert, and nothing from the current
     # directory or PYTHONPATH (a `safeconvert/` folder there must not be what runs).
-    command = [sys.executable, "-I", probe_child.__file__, fmt.value, str(path)]
+    from .limits import TENSOR_ELEMENTS_VARIABLE, limit
+
+    command = [sys.executable, "-I", probe_child.__file__, fmt.value, str(path), str(limit(TENSOR_ELEMENTS_VARIABLE))]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
                                 stdin=subprocess.DEVNULL, env=_child_environment())

@@ -1,10 +1,13 @@
 """The child side of `probe.probe_in_child`: load one model with its native runtime and run it once.
 
-Run as `python -I probe_child.py FORMAT PATH` (a script that imports nothing of safeconvert). The exit status
-tells the parent what to do, with a one-line message on stdout:
+Run as `python -I probe_child.py FORMAT PATH [MAX_ELEMENTS]` (a script that imports nothing of safeconvert).
+The exit status tells the parent what to do, with a one-line message on stdout:
 
 * 0: loaded and ran (or its input was too large to build, which the parent refuses on its own);
-* REFUSED: a structural check failed, or one image exhausted the child's address-space limit;
+* REFUSED: a structural check failed, a tensor an ONNX model computes is larger than MAX_ELEMENTS (ONNX
+  shape inference with data propagation bounds every intermediate before anything runs: a ConstantOfShape,
+  Expand, Tile or Resize with constant shapes cannot allocate gigabytes), or one image exhausted the
+  child's address-space limit;
 * LOAD_FAILED: the runtime raised while loading (or, for TFLite, whose shapes are concrete, while running).
   The parent reports it rather than loading the file itself: a corrupt file that makes the runtime raise
   in one process can crash it in another (a fuzzed .tflite raised here and segfaulted elsewhere);
@@ -28,6 +31,9 @@ LOAD_FAILED = 4
 RUN_FAILED = 5
 ADDRESS_SPACE_BASE = 4 << 30  # bytes of address space allowed besides four times the model file
 MAX_PROBE_ELEMENTS = 1 << 24  # a zero input larger than this is not built (the parent refuses such inputs)
+MAX_COMPUTED_ELEMENTS = 1 << 28  # default bound on any tensor an ONNX model computes (safety.limits passes its own)
+LIMIT_VARIABLE = "SAFECONVERT_MAX_TENSOR_ELEMENTS"  # named in the message; read by the parent (safety.limits)
+MEMORY_VARIABLE = "SAFECONVERT_MAX_MEMORY_MB"  # the run's memory limit (safety.memory_limit), inherited as RLIMIT_DATA
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
@@ -45,9 +51,10 @@ class Stage(Exception):
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this child itself
     fmt, path = argv[0], Path(argv[1])
+    max_elements = int(argv[2]) if len(argv) > 2 else MAX_COMPUTED_ELEMENTS
     _limit_address_space(path)
     try:
-        {"onnx": _probe_onnx, "tflite": _probe_tflite}[fmt](path)
+        {"onnx": _probe_onnx, "tflite": _probe_tflite}[fmt](path, max_elements)
     except Stage as exc:
         print(" ".join(str(exc).split())[:300])
         return exc.status
@@ -66,12 +73,15 @@ def _stage(status: int, exc: BaseException) -> Stage:
     """Classify a runtime's exception; running out of the child's memory is always a refusal."""
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or "bad_alloc" in text or "failed to allocate" in text.lower():
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        return Stage(REFUSED, f"needs more than {soft / (1 << 30):.1f} GB of memory to run on a single image")
+        address_space, data = (resource.getrlimit(kind)[0] for kind in (resource.RLIMIT_AS, resource.RLIMIT_DATA))
+        if data != resource.RLIM_INFINITY and data < address_space:  # the run's own limit, inherited
+            return Stage(REFUSED, f"needs more than {data / (1 << 30):.1f} GB of memory to run on a single image "
+                                  f"(set {MEMORY_VARIABLE} to raise the limit)")
+        return Stage(REFUSED, f"needs more than {address_space / (1 << 30):.1f} GB of memory to run on a single image")
     return Stage(status, str(exc) or type(exc).__name__)
 
 
-def _probe_onnx(path: Path) -> None:
+def _probe_onnx(path: Path, max_elements: int) -> None:
     import onnx
     import onnxruntime as ort
 
@@ -79,6 +89,7 @@ def _probe_onnx(path: Path) -> None:
         onnx.checker.check_model(str(path))  # graph structure and external-data paths (none outside the folder)
     except Exception as exc:
         raise Stage(REFUSED, f"not a loadable ONNX model (onnx.checker: {exc})") from None
+    _check_computed_sizes(path, max_elements)
     options = ort.SessionOptions()
     options.log_severity_level = 4
     try:
@@ -98,7 +109,35 @@ def _probe_onnx(path: Path) -> None:
         raise _stage(RUN_FAILED, exc) from None
 
 
-def _probe_tflite(path: Path) -> None:
+def _check_computed_sizes(path: Path, max_elements: int) -> None:
+    """Refuse a model whose inferred intermediate or output tensors exceed `max_elements` for one image.
+
+    Unknown dimensions (the batch, data-dependent sizes) count as 1. When shape inference itself fails the
+    check is skipped: the run below still happens under this child's address-space limit.
+    """
+    import onnx
+    from onnx import shape_inference
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:
+        return
+    graph = inferred.graph
+    for value in [*graph.value_info, *graph.output]:
+        tensor = value.type.tensor_type
+        if not tensor.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        elements = int(np.prod([d for d in dims if d and d > 0], dtype=object)) if dims else 1
+        if elements > max_elements:
+            shown = [d if d is not None else "?" for d in dims]
+            raise Stage(REFUSED, f"the model computes a tensor '{value.name}' of shape {shown} "
+                                 f"({elements:,} elements), more than the limit of {max_elements:,} "
+                                 f"(set {LIMIT_VARIABLE} to raise it)")
+
+
+def _probe_tflite(path: Path, max_elements: int) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     try:

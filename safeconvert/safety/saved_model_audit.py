@@ -1,13 +1,22 @@
-"""Static audit of a TF SavedModel: does its graph hold operations that touch files or call Python?
+"""Static audit of a TF SavedModel: would loading it or calling its signatures touch files or call Python?
 
 A SavedModel stores no Python (tf.py_function bodies are not saved), but its graphs are TensorFlow programs,
 and TensorFlow has operations that read and write any file (`ReadFile`, `WriteFile`, `SaveV2`, dataset and
-summary writers, `PrintV2` to a file, memory-mapped constants). They run when a signature is called, or at
-load time when they sit in a resource initializer. Every SavedModel legitimately carries `SaveV2`/`RestoreV2`
-in the checkpoint functions its saver uses; those are allowed only in functions reachable from the saver
-alone. The audit parses saved_model.pb and refuses the file if any of DENIED_OPS is reachable otherwise.
-The list names the file-system and Python-callback operations of TF 2.21; it is a deny-list, so a future
-TensorFlow with new file operations would need it extended.
+summary writers, `PrintV2` to a file, memory-mapped constants). The audit parses saved_model.pb and follows
+what `tf.saved_model.load` really runs, reading TensorFlow 2.21's loaders:
+
+* a TF2 SavedModel (one meta graph with an object graph) runs only functions: the concrete functions of
+  its objects (signatures, resource initializers) and every function they call. Its checkpoint is restored
+  by TensorFlow's own Python code, never by the file's saver graph, so the saver's nodes do not run;
+* a TF1 SavedModel runs graph nodes: the saver's restore op (`saver_def.restore_op_name`), the init ops
+  (the init-op signature, the main_op / legacy_init_op / table_initializer collections, local variables'
+  initializers), each signature's subgraph, and every node and function those depend on.
+
+Everything that runs is refused if it uses one of DENIED_OPS, with one exception: a TF1 restore op may read
+the checkpoint (`RestoreV2`, `Restore`, `RestoreSlice`) from the saver's filename tensor, which TensorFlow
+feeds with the model's own variables path. A `SaveV2` in the restore path, or a read from any other path,
+is refused. The list names the file-system and Python-callback operations of TF 2.21; it is a deny-list, so
+a future TensorFlow with new file operations would need it extended.
 """
 
 from __future__ import annotations
@@ -17,9 +26,8 @@ from typing import Iterable
 
 from ..errors import BadInputError, one_line
 
-CHECKPOINT_OPS = frozenset({"SaveV2", "Save", "SaveSlices", "MergeV2Checkpoints", "RestoreV2", "Restore",
-                            "RestoreSlice"})
-DENIED_OPS = CHECKPOINT_OPS | frozenset({
+DENIED_OPS = frozenset({
+    "SaveV2", "Save", "SaveSlices", "MergeV2Checkpoints", "RestoreV2", "Restore", "RestoreSlice",
     "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "PrintV2", "PyFunc", "PyFuncStateless",
     "EagerPyFunc", "InitializeTableFromTextFile", "InitializeTableFromTextFileV2", "WholeFileReader",
     "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2", "FixedLengthRecordReader",
@@ -41,58 +49,93 @@ class NeedsTrust(Exception):
     """The SavedModel's graph can touch files or call Python; the message names the operation."""
 
 
+CHECKPOINT_READS = frozenset({"RestoreV2", "Restore", "RestoreSlice"})
+# Collections of VariableDefs: TF1 loading runs their initializers (Scaffold.default_local_init_op). The
+# node lists of every collection (main_op, legacy_init_op, table_initializer...) are audited as well.
+VARIABLE_COLLECTIONS = ("variables", "local_variables", "trainable_variables", "model_variables")
+
+
 def audit_saved_model(directory: Path) -> None:
-    """Raise NeedsTrust if the SavedModel reaches a denied operation, BadInputError if it is corrupt."""
+    """Raise NeedsTrust if loading the SavedModel runs a denied operation, BadInputError if it is corrupt."""
+    proto = parse_saved_model(Path(directory))
+    if len(proto.meta_graphs) == 1 and proto.meta_graphs[0].HasField("object_graph_def"):
+        _audit_functions(proto.meta_graphs[0])  # TensorFlow's TF2 loader: objects and their functions
+        return
+    for meta_graph in proto.meta_graphs:  # TensorFlow's TF1 loader: graph nodes (every meta graph audited)
+        _audit_tf1_graph(meta_graph)
+
+
+def parse_saved_model(directory: Path):
+    """The SavedModel proto TensorFlow's loader reads: saved_model.pb (a text-format one is refused)."""
     from ..runners.tf_runner import quiet_tensorflow
 
     quiet_tensorflow()
     from tensorflow.core.protobuf import saved_model_pb2
 
-    pb = Path(directory) / "saved_model.pb"
+    pb = directory / "saved_model.pb"
     if not pb.is_file():
-        return  # a text-format saved_model.pbtxt: TensorFlow's own loader reports what it makes of it
+        raise BadInputError(text_format_refusal(directory))
     proto = saved_model_pb2.SavedModel()
     try:
         proto.ParseFromString(pb.read_bytes())
     except Exception as exc:  # protobuf's DecodeError and friends
-        raise BadInputError(f"{Path(directory).name}: not a loadable SavedModel ({one_line(exc)})") from None
-    for meta_graph in proto.meta_graphs:
-        _audit_meta_graph(meta_graph)
+        raise BadInputError(f"{directory.name}: not a loadable SavedModel ({one_line(exc)})") from None
+    return proto
 
 
-def _audit_meta_graph(meta_graph) -> None:
+def text_format_refusal(directory: Path) -> str:
+    """Why a text-format SavedModel is refused (TensorFlow reads it, but only binary ones are audited here)."""
+    return (f"{Path(directory).name}: a text-format SavedModel (saved_model.pbtxt) is not read by safeconvert; "
+            "save it in binary form (saved_model.pb, as tf.saved_model.save writes it)")
+
+
+def _audit_functions(meta_graph) -> None:
     library = {function.signature.name: function for function in meta_graph.graph_def.library.function}
-    saver = {_node_name(meta_graph.saver_def.save_tensor_name), meta_graph.saver_def.restore_op_name} - {""}
+    for name in sorted(_reachable(meta_graph.object_graph_def.concrete_functions, library)):
+        for node in library[name].node_def:
+            _check(node.op, where=f"function {name}")
+
+
+def _audit_tf1_graph(meta_graph) -> None:
+    library = {function.signature.name: function for function in meta_graph.graph_def.library.function}
     nodes = {node.name: node for node in meta_graph.graph_def.node}
-    saver_nodes = _upstream(saver, nodes) - _upstream(_other_roots(meta_graph, nodes, saver), nodes)
-    saver_calls = {f for name in saver_nodes for f in _called(nodes[name])}
-    other_calls = set(meta_graph.object_graph_def.concrete_functions)
-    for name, node in nodes.items():
-        if name not in saver_nodes:
-            other_calls |= _called(node)
-            _check(node.op, allowed=frozenset(), where="the graph")
-        else:
-            _check(node.op, allowed=CHECKPOINT_OPS, where="the saver")
-    exempt = _reachable(saver_calls, library) - _reachable(other_calls, library)
-    for name, function in library.items():
-        allowed = CHECKPOINT_OPS if name in exempt else frozenset()
-        for node in function.node_def:
-            _check(node.op, allowed, where=f"function {name}")
+    filename = _node_name(meta_graph.saver_def.filename_tensor_name)
+    running = _upstream(_tf1_load_roots(meta_graph), nodes)
+    calls: set[str] = set()
+    for name in sorted(running):
+        node = nodes[name]
+        calls |= _called(node)
+        if node.op in CHECKPOINT_READS and node.input and _node_name(node.input[0]) == filename:
+            continue  # reads the checkpoint at the path TensorFlow feeds: the model's own variables
+        _check(node.op, where=f"the graph (node {name!r}, run when the model loads or is called)")
+    for name in sorted(_reachable(calls, library)):
+        for node in library[name].node_def:
+            _check(node.op, where=f"function {name}")
 
 
-def _check(op: str, allowed: frozenset, where: str) -> None:
-    if op in DENIED_OPS and op not in allowed:
+def _tf1_load_roots(meta_graph) -> set[str]:
+    """Graph nodes TF1 loading and calling run: the restore op, init ops, signatures, collections."""
+    from tensorflow.core.framework import variable_pb2
+
+    roots = {meta_graph.saver_def.restore_op_name, meta_graph.saver_def.filename_tensor_name}
+    for signature in meta_graph.signature_def.values():  # the init-op signature (__saved_model_init_op) among them
+        roots |= {t.name for t in signature.outputs.values()} | {t.name for t in signature.inputs.values()}
+    for key, collection in meta_graph.collection_def.items():
+        roots |= set(collection.node_list.value)
+        if key in VARIABLE_COLLECTIONS:
+            for data in collection.bytes_list.value:
+                variable = variable_pb2.VariableDef()
+                try:
+                    variable.ParseFromString(data)
+                except Exception as exc:  # protobuf's DecodeError
+                    raise BadInputError(f"not a loadable SavedModel (collection {key}: {one_line(exc)})") from None
+                roots |= {variable.initializer_name, variable.snapshot_name, variable.variable_name}
+    return {_node_name(name) for name in roots if name}
+
+
+def _check(op: str, where: str) -> None:
+    if op in DENIED_OPS:
         raise NeedsTrust(f"{where} uses the TensorFlow operation {op}, which reads or writes files or calls Python")
-
-
-def _other_roots(meta_graph, nodes: dict, saver: set[str]) -> set[str]:
-    """Graph nodes that run outside saving: signature outputs, init ops and every other sink."""
-    roots = {_node_name(t.name) for s in meta_graph.signature_def.values() for t in s.outputs.values()}
-    for collection in meta_graph.collection_def.values():
-        roots |= {_node_name(v) for v in collection.node_list.value}
-    consumed = {_node_name(i) for node in nodes.values() for i in node.input}
-    roots |= {name for name in nodes if name not in consumed and name not in saver}
-    return roots & set(nodes)
 
 
 def _upstream(roots: Iterable[str], nodes: dict) -> set[str]:

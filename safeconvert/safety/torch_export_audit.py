@@ -14,9 +14,11 @@ torch/export/pt2_archive/_package.py and torch/_export/serde/serialize.py shows 
 * graph node targets are resolved by `getattr` from `torch`, so a target may name any function
   reachable from the torch module, and ATen itself has file operators (`aten::from_file`, `aten::save`).
 
-The audit reads the archive with zipfile and json only, and accepts exactly the layout torch.export.save
-writes for plain ATen programs: raw tensor payloads, ATen/prims and arithmetic operators, shape expressions
-made of symbols, integers and arithmetic, no guard code, no compiled kernels. Anything else is refused
+The audit first refuses member names that zip readers resolve differently (zip_members), then reads
+every member through torch's own zip reader, so it judges the bytes torch.export.load will load. It
+accepts exactly the layout torch.export.save writes for plain ATen programs: raw tensor payloads, ATen/prims
+and arithmetic operators, shape expressions made of symbols, integers and arithmetic, no guard code, no
+compiled kernels. Anything else is refused
 unless the user passes --trust-model-code. The sample inputs pickle is checked with torch's own safe
 unpickler (`weights_only=True`), the loader torch tries first.
 """
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import BadInputError, one_line
+from .zip_members import OddArchiveError, check_member_names
 
 # Archive members (relative to the archive's top folder) that torch.export.save writes for a plain program.
 ALLOWED_MEMBERS = [re.compile(p) for p in (
@@ -71,30 +74,57 @@ def audit_torch_export(path: Path) -> None:
     """Raise NeedsTrust if torch.export.load could run code from `path`, BadInputError if it is corrupt."""
     try:
         with zipfile.ZipFile(path) as archive:
-            _audit_archive(archive)
-    except NeedsTrust:
+            check_member_names(archive, Path(path))
+            names = archive.namelist()
+        _audit_archive(names, TorchRecords(Path(path), _root_folder(names)))
+    except (NeedsTrust, OddArchiveError):
         raise
     except BadInputError as exc:
         raise BadInputError(f"{Path(path).name}: not a loadable torch.export archive ({exc})") from None
-    except Exception as exc:  # zipfile, json and unicode errors of a corrupt archive
+    except Exception as exc:  # zipfile, json, unicode and torch reader errors of a corrupt archive
         raise BadInputError(f"{Path(path).name}: not a loadable torch.export archive ({one_line(exc)})") from None
 
 
-def _audit_archive(archive: zipfile.ZipFile) -> None:
-    root = _root_folder(archive.namelist())
-    members = {name[len(root):]: name for name in archive.namelist() if not name.endswith("/")}
+class TorchRecords:
+    """The archive's members as torch.export.load reads them: through torch's own zip reader (miniz).
+
+    Python's zipfile and miniz can resolve one name to different bytes (see zip_members); reading with
+    torch's reader makes the audit see exactly what the loader will load.
+    """
+
+    def __init__(self, path: Path, root: str):
+        import torch
+
+        self.root = root
+        self.reader = torch._C.PyTorchFileReader(str(path))
+
+    def names(self) -> set[str]:
+        return set(self.reader.get_all_records())
+
+    def read(self, member: str) -> bytes:
+        return self.reader.get_record(member)
+
+    def size(self, member: str) -> int:
+        return int(self.reader.get_record_size(member))
+
+
+def _audit_archive(names: list[str], records: TorchRecords) -> None:
+    root = records.root
+    members = {name[len(root):] for name in names if not name.endswith("/")}
+    if records.names() != members:  # both readers must list the same members before either is trusted
+        raise BadInputError("torch's zip reader and Python's list different members")
     for member in members:
         if not any(p.fullmatch(member) for p in ALLOWED_MEMBERS):
             raise NeedsTrust(f"it holds '{member}', which torch.export.load would unpickle or execute")
-    if "archive_format" not in members or archive.read(members["archive_format"]).strip() != b"pt2":
+    if "archive_format" not in members or records.read("archive_format").strip() != b"pt2":
         raise NeedsTrust("it is not in the current .pt2 layout (older layouts are read with the unsafe unpickler)")
-    for member, name in members.items():
+    for member in sorted(members):
         if member.endswith("_config.json"):
-            _audit_payloads(json.loads(archive.read(name)), archive, root + member.rsplit("/", 1)[0] + "/")
+            _audit_payloads(json.loads(records.read(member)), records, member.rsplit("/", 1)[0] + "/")
         elif member.startswith("models/"):
-            _audit_program(json.loads(archive.read(name)))
+            _audit_program(json.loads(records.read(member)))
         elif member.startswith("data/sample_inputs/"):
-            _audit_sample_inputs(archive.read(name))
+            _audit_sample_inputs(records.read(member))
 
 
 def _root_folder(names: list[str]) -> str:
@@ -105,7 +135,7 @@ def _root_folder(names: list[str]) -> str:
     return roots.pop() + "/"
 
 
-def _audit_payloads(config: dict, archive: zipfile.ZipFile, folder: str) -> None:
+def _audit_payloads(config: dict, records: TorchRecords, folder: str) -> None:
     """Weights and constants must be raw tensor bytes, never pickles or custom objects."""
     for fqn, meta in config.get("config", {}).items():
         if meta.get("use_pickle") or not PAYLOAD_NAME.fullmatch(str(meta.get("path_name", ""))):
@@ -113,7 +143,7 @@ def _audit_payloads(config: dict, archive: zipfile.ZipFile, folder: str) -> None
         sizes = [entry.get("as_int") for entry in (meta.get("tensor_meta") or {}).get("sizes", [])]
         if any(not isinstance(size, int) or size < 0 for size in sizes):
             raise BadInputError(f"the tensor '{fqn}' has an invalid shape {sizes}")
-        if archive.getinfo(folder + meta["path_name"]).file_size == 0 and math.prod(sizes) > 0:
+        if records.size(folder + meta["path_name"]) == 0 and math.prod(sizes) > 0:
             raise BadInputError(f"the tensor '{fqn}' declares shape {sizes} but stores no data")
 
 

@@ -11,7 +11,8 @@
 * Keras (.keras/.h5): always loaded with safe_mode=True, which refuses Lambda layers (marshalled Python
   bytecode) and classes outside Keras; --trust-model-code does not change that.
 * SavedModel: no Python is stored, but its graphs can hold TensorFlow operations that read and write
-  files; saved_model_audit refuses those outside the checkpoint saver.
+  files; saved_model_audit refuses those in whatever loading and the signatures run (a TF1 restore op
+  included), except the checkpoint read from the path TensorFlow feeds.
 * ONNX, TFLite: data-only formats run by their runtimes' own operators, with no file-system operators
   (ONNX external data outside the model's folder is refused by onnx.checker in the probe).
 """

@@ -2,11 +2,15 @@
 
 Images are decoded on demand (a thread pool decodes a batch in parallel) so a large set never has to
 sit in memory at once. Anything PIL opens is accepted, converted to 8-bit RGB: grayscale, palette,
-RGBA and 16-bit images are handled rather than rejected.
+RGBA and 16-bit images are handled rather than rejected. A .npy is judged from its header (shape, dtype,
+size) before any data is read, then memory-mapped: batches are converted as they are read, never the whole
+array (a sparse file of gigabytes takes a few KB on disk). Both kinds are bounded in images and bytes
+(safety.limits), so a hostile set is refused up front instead of exhausting memory or time.
 """
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -16,6 +20,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import BadInputError, one_line
+from ..safety.limits import (CALIB_BYTES_VARIABLE, CALIB_IMAGES_VARIABLE, IMAGE_PIXELS_VARIABLE, MAX_IMAGE_ELEMENTS,
+                             limit, raise_hint)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -29,8 +35,9 @@ def default_calibration_dir() -> Path:
 class CalibrationSet:
     """Names of the calibration items and how to read them as uint8 RGB images or ready tensors.
 
-    `array` is set for a .npy set; `paths` for an image directory. A float .npy holds inputs that are
-    already preprocessed (NHWC), so no preset is applied to them.
+    `array` is set for a .npy set (memory-mapped, NHWC, its stored dtype); `paths` for an image directory.
+    A float .npy holds inputs that are already preprocessed, so no preset is applied to them; an integer one
+    holds pixels, turned into uint8 RGB batch by batch as they are read.
     """
 
     source: str
@@ -57,7 +64,10 @@ class CalibrationSet:
     def read(self, start: int, stop: int) -> list[np.ndarray]:
         """Items start..stop as HxWxC arrays (uint8 RGB images, or float tensors for a float .npy)."""
         if self.array is not None:
-            return [np.asarray(item) for item in self.array[start:stop]]
+            batch = np.asarray(self.array[start:stop])
+            if batch.dtype.kind in "ui":
+                batch = _as_rgb(np.clip(batch, 0, 255).astype(np.uint8), self.source)
+            return list(batch)
         with ThreadPoolExecutor(max_workers=4) as pool:
             return list(pool.map(read_image, self.paths[start:stop]))
 
@@ -83,31 +93,82 @@ def _load_directory(path: Path) -> CalibrationSet:
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BadInputError(f"calibration directory {path} holds no images (jpg, png, bmp, webp)")
+    _check_set_size(path.name, len(files), sum(f.stat().st_size for f in files), "its image files")
     for file in files:  # check every image up front: a bad file should fail the run before any conversion
         _check_image(file)
     return CalibrationSet(str(path), [f.name for f in files], paths=files)
 
 
+def _check_set_size(name: str, images: int, size: int, what: str) -> None:
+    """Refuse a set with more images or bytes than the limits, before anything of it is decoded."""
+    if images > limit(CALIB_IMAGES_VARIABLE):
+        raise BadInputError(f"calibration set {name}: {images:,} images, more than the limit of "
+                            f"{limit(CALIB_IMAGES_VARIABLE):,} ({raise_hint(CALIB_IMAGES_VARIABLE)})")
+    if size > limit(CALIB_BYTES_VARIABLE):
+        raise BadInputError(f"calibration set {name}: {what} take {size:,} bytes, more than the limit of "
+                            f"{limit(CALIB_BYTES_VARIABLE):,} ({raise_hint(CALIB_BYTES_VARIABLE)})")
+
+
 def _load_npy(path: Path) -> CalibrationSet:
     if path.suffix.lower() != ".npy":
         raise BadInputError(f"calibration set must be a directory of images or a .npy file, got {path.name}")
+    shape, dtype = _npy_header(path)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:
         raise BadInputError(f"{path.name}: not a readable .npy array ({one_line(exc)})") from None
-    if array.ndim != 4 or array.shape[0] == 0:
-        raise BadInputError(f"{path.name}: expected an N x H x W x C (or N x C x H x W) array with N > 0, got shape {list(array.shape)}")
-    if array.dtype.kind not in "uif":
-        raise BadInputError(f"{path.name}: unsupported array dtype {array.dtype}")
+    if tuple(array.shape) != shape or array.dtype != dtype:
+        raise BadInputError(f"{path.name}: not a readable .npy array (its header changed while it was read)")
     if array.shape[1] in (1, 3) and array.shape[3] not in (1, 3):
-        array = np.transpose(array, (0, 2, 3, 1))  # NCHW -> NHWC, the canonical layout here
-    if min(array.shape[1:3]) == 0:
-        raise BadInputError(f"{path.name}: the images are empty (shape {list(array.shape)})")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise BadInputError(f"{path.name}: the array holds NaN or infinite values")
-    if array.dtype.kind in "ui":
-        array = _as_rgb(np.clip(array, 0, 255).astype(np.uint8), path.name)
+        array = np.transpose(array, (0, 2, 3, 1))  # NCHW -> NHWC, the canonical layout here (a view, no copy)
+    if array.dtype.kind in "ui" and array.shape[3] not in (1, 3, 4):
+        raise BadInputError(f"{path.name}: uint8 images need 1, 3 or 4 channels, the array has {array.shape[3]}")
+    if array.dtype.kind == "f":
+        _check_finite(array, path.name)
     return CalibrationSet(str(path), [f"{path.name}[{i}]" for i in range(array.shape[0])], array=array)
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the .npy header alone, refused when the data would be unusable or too large."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(handle, max_header_size=10_000)
+            elif version in ((2, 0), (3, 0)):
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(handle, max_header_size=10_000)
+            else:
+                raise ValueError(f"unknown .npy version {version}")
+            offset = handle.tell()
+    except Exception as exc:
+        raise BadInputError(f"{path.name}: not a readable .npy array ({one_line(exc)})") from None
+    if dtype.hasobject or dtype.names is not None:
+        raise BadInputError(f"{path.name}: the array holds Python objects or records ({dtype}); safeconvert never "
+                            "unpickles a calibration set")
+    if len(shape) != 4 or shape[0] == 0:
+        raise BadInputError(f"{path.name}: expected an N x H x W x C (or N x C x H x W) array with N > 0, "
+                            f"got shape {list(shape)}")
+    if dtype.kind not in "uif":
+        raise BadInputError(f"{path.name}: unsupported array dtype {dtype}")
+    if min(shape[1:]) <= 0:
+        raise BadInputError(f"{path.name}: the images are empty (shape {list(shape)})")
+    if math.prod(shape[1:]) > MAX_IMAGE_ELEMENTS:
+        raise BadInputError(f"{path.name}: {math.prod(shape[1:]):,} values per image, more than the limit of "
+                            f"{MAX_IMAGE_ELEMENTS:,}")
+    size = math.prod(shape) * dtype.itemsize
+    _check_set_size(path.name, shape[0], size, "its data")
+    if path.stat().st_size < offset + size:
+        raise BadInputError(f"{path.name}: the file is truncated (its header declares {size:,} bytes of data)")
+    return tuple(shape), dtype
+
+
+def _check_finite(array: np.ndarray, name: str, chunk_bytes: int = 64 << 20) -> None:
+    """NaN or infinity anywhere refuses the set; scanned in chunks so memory stays bounded."""
+    per_item = max(1, array[0].nbytes)
+    step = max(1, chunk_bytes // per_item)
+    for start in range(0, len(array), step):
+        if not np.isfinite(array[start:start + step]).all():
+            raise BadInputError(f"{name}: the array holds NaN or infinite values")
 
 
 def _as_rgb(images: np.ndarray, name: str) -> np.ndarray:
@@ -128,6 +189,10 @@ def _check_image(path: Path) -> None:
 
     try:
         with Image.open(path) as image:
+            pixels = image.size[0] * image.size[1]
+            if pixels > limit(IMAGE_PIXELS_VARIABLE):
+                raise BadInputError(f"calibration image {path.name} has {pixels:,} pixels, more than the limit of "
+                                    f"{limit(IMAGE_PIXELS_VARIABLE):,} ({raise_hint(IMAGE_PIXELS_VARIABLE)})")
             image.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadInputError(f"calibration image {path.name} cannot be read ({one_line(exc)})") from None

@@ -1,4 +1,9 @@
-"""Compare source and target outputs on the same images: label agreement and numeric closeness."""
+"""Compare source and target outputs on the same images: label agreement and numeric closeness.
+
+Every output of the model is compared (`compare_all`): a detector's box head counts as much as its logits.
+Outputs are matched between source and target by name, else by position, else by a unique shape
+(`match_outputs`); each gets its own metrics and its own robust scale (`robust_scale`).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,23 @@ class Disagreement:
     source_margin: float  # source top-1 minus top-2 score: small means the source itself hesitates
     image_index: int = -1  # position in the calibration set (a .npy row when there is no file)
     image_path: str | None = None  # absolute path of the photo, so a report can show it later
+    image_max_abs_diff: float = 0.0  # max |target - source| over this image's values: how far the target moved
+
+
+@dataclass
+class OutputMetrics:
+    """One output of the model compared on its own: its numbers judged against its own scale."""
+
+    name: str  # the source's name for it
+    target_name: str  # the target's name for it (converters rename outputs)
+    values: int  # values per image
+    max_abs_diff: float
+    mean_abs_diff: float
+    scale: float  # robust scale of the source's values (see robust_scale)
+    relative_max_diff: float  # max_abs_diff / scale
+    min_cosine: float  # the worst image's cosine similarity, on values centred as robust_scale centres them
+    top1_mismatches: int
+    shape_matches: bool = True
 
 
 @dataclass
@@ -40,13 +62,50 @@ class Metrics:
     output_shape_matches: bool = True
     output_size: int | None = None  # values per image (1000 for ImageNet classifiers): whether labels have names
     disagreements: list[Disagreement] = field(default_factory=list)
+    source_scale: float = 0.0  # robust scale of the first output (see robust_scale); rtol is relative to it
+    min_cosine: float = 1.0  # the first output's worst image (centred values, see robust_scale)
+    outputs: list[OutputMetrics] = field(default_factory=list)  # every output, the first (these fields) included
+    output_matching: str = "position"  # how target outputs were paired with the source's: name | position | shape
+    unmatched_outputs: str | None = None  # why the outputs could not be paired (then nothing is verified)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def relative_max_diff(self) -> float:
-        return self.max_abs_diff / self.source_output_range if self.source_output_range > 0 else float(self.max_abs_diff > 0)
+        return relative(self.max_abs_diff, self.source_scale)
+
+
+def relative(diff: float, scale: float) -> float:
+    """A difference as a share of a scale (a scale of zero allows no difference at all)."""
+    return diff / scale if scale > 0 else float(diff > 0)
+
+
+def robust_scale(source: np.ndarray) -> tuple[np.ndarray, float]:
+    """(centre, scale) of one output's source values, (images, values): what "relative" means for it.
+
+    The scale is the median over images of each image's largest deviation from the centre, where the
+    centre of each value is its median over the calibration images. Why not the range (max - min) of the
+    outputs: a head that masks a class with `logits + (-1e9)` has a range of 1e9, so any tolerance relative
+    to it allows everything. Centring each value on its own median across images removes such constants
+    (and any fixed offset) because they do not vary; what remains is how much the outputs move from image
+    to image, the size a fault has to be compared with. The largest deviation per image keeps sparse
+    outputs (a softmax, whose mass sits in one value per image) at their real size, where a percentile
+    over all values would see only the near-zero rest; the median over images keeps one odd image from
+    setting the scale. With fewer than two images, or outputs that do not vary at all, nothing tells a
+    constant from a value: the centre is then each image's own median and the scale each image's range
+    (max - min), as before - a masking constant is then not discounted.
+    """
+    values = source.reshape(len(source), -1).astype(np.float64)
+    if values.size == 0:
+        return np.zeros((1, values.shape[1] if values.ndim == 2 else 0)), 0.0
+    if len(values) >= 2:
+        centre = np.median(values, axis=0, keepdims=True)
+        scale = float(np.median(np.abs(values - centre).max(axis=1)))
+        if scale > 0:
+            return centre, scale
+    centre = np.median(values, axis=1, keepdims=True)
+    return centre, float(np.median(values.max(axis=1) - values.min(axis=1)))
 
 
 def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str], paths: list | None = None) -> Metrics:
@@ -65,6 +124,8 @@ def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str], pa
     same_top5 = [set(a[:k]) == set(b[:k]) for a, b in zip(src_order, tgt_order)]
     diff = np.abs(src - tgt)
     mismatched = np.flatnonzero(src_top1 != tgt_top1)
+    centre, scale = robust_scale(src)
+    image_diff = diff.max(axis=1)
     return Metrics(
         images=len(src),
         top1_agreement=float(np.mean(src_top1 == tgt_top1)),
@@ -75,7 +136,9 @@ def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str], pa
         cosine_similarity=float(np.mean(_cosine(src, tgt))),
         source_output_range=float(src.max() - src.min()),
         output_size=int(src.shape[1]),
-        disagreements=[_disagreement(i, names, src, src_order, tgt_order, paths) for i in mismatched],
+        disagreements=[_disagreement(i, names, src, src_order, tgt_order, paths, float(image_diff[i])) for i in mismatched],
+        source_scale=scale,
+        min_cosine=float(np.min(_cosine(src - centre, tgt - centre))),
     )
 
 
@@ -89,7 +152,7 @@ def source_margins(source: np.ndarray) -> np.ndarray:
 
 
 def _disagreement(i: int, names: list[str], src: np.ndarray, src_order: np.ndarray, tgt_order: np.ndarray,
-                  paths: list | None = None) -> Disagreement:
+                  paths: list | None = None, image_diff: float = 0.0) -> Disagreement:
     margin = float(src[i, src_order[i, 0]] - src[i, src_order[i, 1]]) if src.shape[1] > 1 else float("inf")
     return Disagreement(
         image=names[i],
@@ -100,6 +163,7 @@ def _disagreement(i: int, names: list[str], src: np.ndarray, src_order: np.ndarr
         source_margin=margin,
         image_index=int(i),
         image_path=str(Path(paths[i]).resolve()) if paths else None,
+        image_max_abs_diff=image_diff,
     )
 
 
@@ -120,4 +184,74 @@ def _shape_mismatch(src: np.ndarray, tgt: np.ndarray) -> Metrics:
         cosine_similarity=0.0,
         source_output_range=float(src.max() - src.min()) if src.size else 0.0,
         output_shape_matches=False,
+        source_scale=robust_scale(src)[1] if src.size else 0.0,
+        min_cosine=0.0,
     )
+
+
+def compare_all(source: list, target: list, names: list[str], paths: list | None = None) -> Metrics:
+    """Metrics of every output (lists of runners.base.NamedOutput): the first source output's in the top-level
+    fields (labels are read from it), every output's in `outputs`.
+
+    When the outputs cannot be paired, nothing is compared: `unmatched_outputs` says why."""
+    pairs, how, problem = match_outputs(source, target)
+    if problem is not None:
+        first = _shape_mismatch(_rows(source[0].values), _rows(target[0].values) if target else None)
+        first.unmatched_outputs, first.output_matching = problem, how
+        first.outputs = [_unpaired(out) for out in source]
+        return first
+    per_output = [compare_outputs(source[i].values, target[j].values, names, paths) for i, j in pairs]
+    metrics = per_output[0]
+    metrics.outputs = [_summary(source[i].name, target[j].name, m) for (i, j), m in zip(pairs, per_output)]
+    metrics.output_matching = how
+    return metrics
+
+
+def match_outputs(source: list, target: list) -> tuple[list[tuple[int, int]], str, str | None]:
+    """Pair each source output with a target output: (pairs of indices, how, why not).
+
+    By name when both sides use the same names; else by position when every position agrees in values per
+    image (or there is a single output: its shape is then judged like any other); else by shape when each
+    source output has exactly one target output of its size (TFLite may reorder outputs and converters
+    rename them). Anything else is not guessed: the verdict fails and says why."""
+    if len(source) != len(target):
+        return [], "none", (f"the target has {len(target)} output(s), the source {len(source)}: "
+                            f"{_describe(source)} vs {_describe(target)}")
+    src_names, tgt_names = [o.name for o in source], [o.name for o in target]
+    if len(set(src_names)) == len(src_names) and set(src_names) == set(tgt_names):
+        return [(i, tgt_names.index(name)) for i, name in enumerate(src_names)], "name", None
+    sizes = [_size(o) for o in source], [_size(o) for o in target]
+    if len(source) == 1 or sizes[0] == sizes[1]:
+        return [(i, i) for i in range(len(source))], "position", None
+    candidates = [[j for j, size in enumerate(sizes[1]) if size == wanted] for wanted in sizes[0]]
+    if all(len(c) == 1 for c in candidates) and len({c[0] for c in candidates}) == len(candidates):
+        return [(i, c[0]) for i, c in enumerate(candidates)], "shape", None
+    return [], "none", (f"the target's outputs cannot be paired with the source's (names differ, positions disagree "
+                        f"in shape, and shapes do not pair uniquely): {_describe(source)} vs {_describe(target)}")
+
+
+def _size(output) -> int:
+    return int(np.prod(np.shape(output.values)[1:], dtype=np.int64))
+
+
+def _describe(outputs: list) -> str:
+    return ", ".join(f"{o.name}{list(np.shape(o.values)[1:])}" for o in outputs) or "none"
+
+
+def _rows(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+
+
+def _summary(name: str, target_name: str, m: Metrics) -> OutputMetrics:
+    return OutputMetrics(name=name, target_name=target_name, values=int(m.output_size or 0),
+                         max_abs_diff=m.max_abs_diff, mean_abs_diff=m.mean_abs_diff, scale=m.source_scale,
+                         relative_max_diff=m.relative_max_diff if m.output_shape_matches else float("inf"),
+                         min_cosine=m.min_cosine, top1_mismatches=m.top1_mismatches,
+                         shape_matches=m.output_shape_matches)
+
+
+def _unpaired(output) -> OutputMetrics:
+    return OutputMetrics(name=output.name, target_name="", values=_size(output), max_abs_diff=float("inf"),
+                         mean_abs_diff=float("inf"), scale=robust_scale(_rows(output.values))[1],
+                         relative_max_diff=float("inf"), min_cosine=0.0, top1_mismatches=len(output.values),
+                         shape_matches=False)

@@ -12,17 +12,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..runners.base import Runner
+from ..runners.base import NamedOutput, Runner
 from ..user_cache import RUNTIMES, CacheFolder, cache_root, content_digest, digest, library_version, runtime_versions
 from .calibration import CalibrationSet
 from .preprocess import Preprocessing
 
-FORMAT_VERSION = "1"  # bump when the way outputs are computed changes (batching, preprocessing, runners)
-OUTPUTS = CacheFolder("source-outputs", ".npy", max_entries=64)
+FORMAT_VERSION = "2"  # bump when the way outputs are computed or stored changes (2: every output, named)
+OUTPUTS = CacheFolder("source-outputs", ".npz", max_entries=64)
 
 _IMAGE_LIBRARIES = ("numpy", "pillow")  # decoding and resizing photos
 
@@ -54,21 +55,31 @@ def is_stored(key: str | None) -> bool:
     return key is not None and OUTPUTS.has(key)
 
 
-def load(key: str | None, count: int) -> np.ndarray | None:
-    """The stored outputs for `key`, if any and if they hold one row per calibration item."""
+# Stored as one .npz: the outputs' names (JSON, as bytes) and one float32 array per output, in the model's order.
+_NAMES, _OUTPUT = "names", "output_{}"
+
+
+def load(key: str | None, count: int) -> list[NamedOutput] | None:
+    """Every stored output for `key`, if any and if each holds one row per calibration item."""
     data = OUTPUTS.load(key) if key is not None else None
     if data is None:
         return None
     try:
-        outputs = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError):
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            names = json.loads(archive[_NAMES].tobytes().decode())
+            outputs = [NamedOutput(str(name), archive[_OUTPUT.format(i)]) for i, name in enumerate(names)]
+    except (ValueError, OSError, EOFError, KeyError, TypeError, UnicodeDecodeError, zipfile.BadZipFile):
         return None
-    return outputs if outputs.ndim >= 1 and len(outputs) == count and outputs.dtype == np.float32 else None
+    usable = outputs and all(o.values.ndim >= 1 and len(o.values) == count and o.values.dtype == np.float32
+                             for o in outputs)
+    return outputs if usable else None
 
 
-def store(key: str | None, outputs: np.ndarray) -> None:
+def store(key: str | None, outputs: list[NamedOutput]) -> None:
     if key is None:
         return
+    arrays = {_OUTPUT.format(i): np.ascontiguousarray(o.values, dtype=np.float32) for i, o in enumerate(outputs)}
+    names = np.frombuffer(json.dumps([o.name for o in outputs]).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(outputs, dtype=np.float32), allow_pickle=False)
+    np.savez(buffer, **{_NAMES: names}, **arrays)
     OUTPUTS.store(key, buffer.getvalue())

@@ -10,18 +10,21 @@ import numpy as np
 
 from .. import progress
 from ..errors import BadInputError, SafeConvertError, one_line
-from ..runners.base import Runner
+from ..runners.base import NamedOutput, Runner
 from .calibration import CalibrationSet
-from .metrics import Metrics, compare_outputs
+from .metrics import Metrics, compare_all
 from .preprocess import Preprocessing, spatial_size, to_model_layout
-from .verdict import Thresholds, Verdict, judge
+from .verdict import QuantisationCheck, Thresholds, Verdict, judge
 
 BATCH_SIZE = 16
 
 
 @dataclass
 class Validation:
-    """Outcome of one side-by-side run; outputs are kept for localization and reports."""
+    """Outcome of one side-by-side run; outputs are kept for localization and reports.
+
+    source_outputs / target_outputs: the first source output and the target output paired with it (what
+    localization traces); source_all / target_all: every output of each model, in the model's order."""
 
     metrics: Metrics
     verdict: Verdict
@@ -29,6 +32,12 @@ class Validation:
     source_outputs: np.ndarray
     target_outputs: np.ndarray
     source_cached: bool = False  # the source's outputs were read from the per-user cache, not computed
+    source_all: list[NamedOutput] | None = None
+    target_all: list[NamedOutput] | None = None
+
+    def source_subset(self, indices) -> list[NamedOutput]:
+        """Every source output on some of the images (to validate again on them without running the source)."""
+        return [o.subset(indices) for o in (self.source_all or [NamedOutput("output_0", self.source_outputs)])]
 
     def describe_source_outputs(self, calibration: dict | None) -> None:
         """Say in a report's calibration block when the source's outputs came from an earlier run."""
@@ -59,20 +68,27 @@ class ModelRunError(BadInputError):
 
 
 def run_model(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> np.ndarray:
-    """All of one model's outputs over the calibration set (a progress bar per batch on a terminal)."""
-    outputs = []
+    """One model's first output over the calibration set."""
+    return run_model_outputs(runner, calib, preprocessing)[0].values
+
+
+def run_model_outputs(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> list[NamedOutput]:
+    """Every output of one model over the calibration set (a progress bar per batch on a terminal)."""
+    from ..runners.base import join_chunks
+
+    batches = []
     name = getattr(runner.path, "name", runner.path)
     with progress.task(f"running {name}", total=len(calib)) as advance:
         for batch in iter_inputs(calib, preprocessing):
-            outputs.append(_run_batch(runner, to_model_layout(batch, runner.spec)))
+            batches.append(_run_batch(runner, to_model_layout(batch, runner.spec)))
             advance(len(batch))
-    return np.concatenate(outputs, axis=0)
+    return join_chunks(batches)
 
 
-def _run_batch(runner: Runner, batch: np.ndarray) -> np.ndarray:
+def _run_batch(runner: Runner, batch: np.ndarray) -> list[NamedOutput]:
     """One batch through the model; a runtime's failure becomes one line naming the model."""
     try:
-        return runner.run(batch)
+        return runner.run_outputs(batch)
     except SafeConvertError:
         raise
     except Exception as exc:  # every runtime raises its own types
@@ -84,16 +100,17 @@ def _run_batch(runner: Runner, batch: np.ndarray) -> np.ndarray:
 # Source outputs by (model file identity, calibration items, preprocessing): converting one source along
 # several routes, or re-validating after a repair, runs the source over the images only once. Between runs
 # they are kept on disk (output_cache.py), so converting the same source again does not run it either.
-_SOURCE_OUTPUTS: dict[tuple, tuple[np.ndarray, bool]] = {}
+_SOURCE_OUTPUTS: dict[tuple, tuple[list[NamedOutput], bool]] = {}
 _SOURCE_CACHE_LIMIT = 8
 
 
-def source_outputs_cached(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> tuple[np.ndarray, bool]:
+def source_outputs_cached(runner: Runner, calib: CalibrationSet,
+                          preprocessing: Preprocessing) -> tuple[list[NamedOutput], bool]:
     """The source's outputs over the calibration set, and whether they came from the on-disk cache.
 
     A model held in memory (the Python API) has no file to key on: it is simply run."""
     if not Path(str(runner.path)).exists():
-        return run_model(runner, calib, preprocessing), False
+        return run_model_outputs(runner, calib, preprocessing), False
     key = (file_identity(runner.path), calib.source, tuple(calib.names), preprocessing)
     if key not in _SOURCE_OUTPUTS:
         if len(_SOURCE_OUTPUTS) >= _SOURCE_CACHE_LIMIT:
@@ -102,14 +119,14 @@ def source_outputs_cached(runner: Runner, calib: CalibrationSet, preprocessing: 
     return _SOURCE_OUTPUTS[key]
 
 
-def _stored_or_run(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> tuple[np.ndarray, bool]:
+def _stored_or_run(runner: Runner, calib: CalibrationSet, preprocessing: Preprocessing) -> tuple[list[NamedOutput], bool]:
     from . import output_cache
 
     disk_key = output_cache.outputs_key(runner, calib, preprocessing, BATCH_SIZE)
     stored = output_cache.load(disk_key, len(calib))
     if stored is not None:
         return stored, True
-    outputs = run_model(runner, calib, preprocessing)
+    outputs = run_model_outputs(runner, calib, preprocessing)
     output_cache.store(disk_key, outputs)
     return outputs, False
 
@@ -128,26 +145,51 @@ def load_source(path: Path, fmt, input_shape: tuple[int, ...] | None, calib: Cal
 
 
 def file_identity(path) -> tuple:
-    """Path plus size and modification time of the file (or of a SavedModel's saved_model.pb)."""
+    """Path plus name, size and modification time of every file of the model (model_files.py: an ONNX
+    model's external data, all files of a SavedModel), so changed weights alone are a new identity."""
+    from ..model_files import model_files
+
     path = Path(path).resolve()
-    probe = path / "saved_model.pb" if path.is_dir() else path
-    stat = probe.stat()
-    return (str(path), stat.st_size, stat.st_mtime_ns)
+    return (str(path),) + tuple((f.name, f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in model_files(path))
 
 
 def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str, thresholds: Thresholds,
-             source_outputs: np.ndarray | None = None) -> Validation:
-    """Compare target to source on every calibration item; source outputs can be passed in when known."""
+             source_outputs: list[NamedOutput] | np.ndarray | None = None) -> Validation:
+    """Compare every output of target to source on every calibration item; source outputs (all of them, or
+    the single array of a one-output model) can be passed in when known."""
     started = time.perf_counter()
     preprocessing = preprocessing_for(source, preset)
     _check_compatible(source, target)
     cached = False
     if source_outputs is None:
         source_outputs, cached = source_outputs_cached(source, calib, preprocessing)
-    target_outputs = run_model(target, calib, preprocessing)
-    metrics = compare_outputs(source_outputs, target_outputs, calib.names, calib.paths)
-    return Validation(metrics, judge(metrics, thresholds), time.perf_counter() - started, source_outputs,
-                      target_outputs, cached)
+    elif isinstance(source_outputs, np.ndarray):
+        source_outputs = [NamedOutput("output_0", source_outputs)]
+    target_outputs = run_model_outputs(target, calib, preprocessing)
+    metrics = compare_all(source_outputs, target_outputs, calib.names, calib.paths)
+    quantisation = target_quantisation(target) if thresholds.keep_quantisation else None
+    primary = _paired_with_first(metrics, target_outputs)
+    return Validation(metrics, judge(metrics, thresholds, quantisation), time.perf_counter() - started,
+                      source_outputs[0].values, primary.values, cached, source_outputs, target_outputs)
+
+
+def _paired_with_first(metrics: Metrics, target_outputs: list[NamedOutput]) -> NamedOutput:
+    """The target output compared with the source's first (its first output when none was paired)."""
+    name = metrics.outputs[0].target_name if metrics.outputs else ""
+    return next((o for o in target_outputs if o.name == name), target_outputs[0])
+
+
+def target_quantisation(target: Runner) -> QuantisationCheck:
+    """The quantised weight tensors the target stores (the count the TOOL finding uses), for --keep-quantisation."""
+    from ..formats import Format
+    from ..localize.tool import quantised_tensors
+
+    path = Path(str(target.path))
+    if target.format not in (Format.TFLITE, Format.ONNX):
+        return QuantisationCheck(None, f"cannot check that a {target.format.value} target is still quantised")
+    if not path.is_file():
+        return QuantisationCheck(None, f"cannot check that {path.name} is still quantised (no model file)")
+    return QuantisationCheck(quantised_tensors(path, target.format))
 
 
 def _check_compatible(source: Runner, target: Runner) -> None:

@@ -1,69 +1,168 @@
-"""The verdict: is a conversion faithful enough to be written out?"""
+"""The verdict: is a conversion faithful enough to be written out?
+
+What a verified verdict guarantees, over the calibration images:
+- every output of the model was compared (paired by name, position or unique shape; see metrics.match_outputs);
+- top-1 labels of the first output change on at most max_mismatch images, besides at most max_near_ties
+  excused near-ties (see `near_ties`);
+- default mode: every output's max |diff| is at most rtol x that output's robust scale (metrics.robust_scale);
+- --keep-quantisation: every output's max |diff| is at most quantised_rtol x its scale and every image's
+  cosine similarity is at least min_cosine (the numeric floor a wanted quantisation must keep), and the
+  target still stores quantised weight tensors (a model whose quantisation was undone is not verified).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 
-from .metrics import Metrics
+from .metrics import Disagreement, Metrics, OutputMetrics
 
 DEFAULT_MAX_MISMATCH = 0
 DEFAULT_RTOL = 1e-3
 DEFAULT_NEAR_TIE = 0.01
+DEFAULT_MAX_NEAR_TIES = 2
+DEFAULT_QUANTISED_RTOL = 0.5
+DEFAULT_MIN_COSINE = 0.9
 
 
 @dataclass
 class Thresholds:
-    """Verified when top-1 mismatches <= max_mismatch and max |diff| <= rtol x the source's output range.
+    """The limits a verified verdict holds to (see the module docstring).
 
-    near_tie: a label change is *ambiguous* when the source's own top-1/top-2 margin is below near_tie x its
-    output range and the target picks the source's runner-up: float noise alone can do that. Ambiguous
-    changes are listed in the verdict but do not count against max_mismatch; a real fault cannot hide behind
-    them because rtol still judges the numbers. labels_only drops the rtol test (a wanted quantisation,
-    --keep-quantisation, is judged on labels alone).
+    near_tie: a label change is *excused* as a near-tie when (1) the source's own top-1/top-2 margin is below
+    near_tie x the first output's robust scale, (2) the target picks the source's runner-up, and (3) the
+    target moved little at that image: its max |diff| there is at most near_tie x the scale too (a tie is
+    broken by noise, not by a fault that moves the outputs). At most max_near_ties images are excused (the
+    most tied first); the rest count against max_mismatch like any label change.
+
+    keep_quantisation: a wanted quantisation (--keep-quantisation). rtol, sized for float conversions, is then
+    replaced by the floor quantised_rtol / min_cosine, and the target must still be quantised.
+    labels_only: the older name of keep_quantisation, still accepted.
     """
 
     max_mismatch: int = DEFAULT_MAX_MISMATCH
     rtol: float = DEFAULT_RTOL
-    labels_only: bool = False
+    keep_quantisation: bool = False
     near_tie: float = DEFAULT_NEAR_TIE
+    max_near_ties: int = DEFAULT_MAX_NEAR_TIES
+    quantised_rtol: float = DEFAULT_QUANTISED_RTOL
+    min_cosine: float = DEFAULT_MIN_COSINE
+    labels_only: InitVar[bool] = False
+
+    def __post_init__(self, labels_only: bool) -> None:
+        self.keep_quantisation = bool(self.keep_quantisation or labels_only)
 
 
 @dataclass
 class Verdict:
     verified: bool
     reasons: list[str] = field(default_factory=list)  # why not verified; empty when verified
-    ambiguous_images: list[str] = field(default_factory=list)  # label changes on near-tied images (not counted)
+    ambiguous_images: list[str] = field(default_factory=list)  # label changes excused as near-ties (not counted)
+    near_ties_excused: int = 0
+    near_ties_over_cap: int = 0  # near-tied label changes counted because the cap was reached
+    failed_outputs: list[str] = field(default_factory=list)  # names of the outputs that broke a limit
+    quantised_tensors: dict | None = None  # --keep-quantisation: the target's stored quantised tensors by type
+    quantisation_undone: bool = False  # --keep-quantisation and the target is not quantised (any more)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def judge(metrics: Metrics, thresholds: Thresholds) -> Verdict:
-    reasons = []
-    if not metrics.output_shape_matches:
-        reasons.append("the target's output shape differs from the source's")
+@dataclass
+class QuantisationCheck:
+    """What the target stores, for --keep-quantisation: quantised weight tensors by type, or why unknown."""
+
+    tensors: dict[str, int] | None
+    unknown_because: str | None = None
+
+
+def judge(metrics: Metrics, thresholds: Thresholds, quantisation: QuantisationCheck | None = None) -> Verdict:
+    """The verdict on one comparison; `quantisation` (given by validate under --keep-quantisation) is the
+    target's stored quantisation."""
+    verdict = Verdict(verified=False)
+    if metrics.unmatched_outputs:
+        verdict.reasons.append(metrics.unmatched_outputs)
     else:
-        counted = counted_mismatches(metrics, thresholds)
-        if counted > thresholds.max_mismatch:
-            near_tied = metrics.top1_mismatches - counted
-            note = f", {near_tied} more on near-tied images" if near_tied else ""
-            reasons.append(
-                f"{counted} of {metrics.images} images change top-1 label{note} (allowed: {thresholds.max_mismatch})"
-            )
-        if not thresholds.labels_only and metrics.relative_max_diff > thresholds.rtol:
-            reasons.append(
-                f"max |diff| {metrics.max_abs_diff:.3g} is {metrics.relative_max_diff:.2e} of the output range (allowed: {thresholds.rtol:g})"
-            )
-    excused = [d.image for d in metrics.disagreements if ambiguous(d, metrics, thresholds)]
-    return Verdict(verified=not reasons, reasons=reasons, ambiguous_images=excused)
+        _judge_labels(metrics, thresholds, verdict)
+        for output in _outputs(metrics):
+            _judge_output(output, thresholds, verdict, several=len(metrics.outputs) > 1)
+    if thresholds.keep_quantisation and quantisation is not None:
+        _judge_quantisation(quantisation, verdict)
+    verdict.verified = not verdict.reasons
+    return verdict
 
 
-def ambiguous(disagreement, metrics: Metrics, thresholds: Thresholds) -> bool:
-    """The source itself nearly ties, and the target only swapped its two best labels."""
-    limit = thresholds.near_tie * metrics.source_output_range
-    return disagreement.source_margin < limit and disagreement.target_label == disagreement.source_top5[1]
+def _outputs(metrics: Metrics) -> list[OutputMetrics]:
+    """Every output's metrics (a Metrics built by compare_outputs alone describes one output)."""
+    if metrics.outputs:
+        return metrics.outputs
+    return [OutputMetrics("output_0", "output_0", int(metrics.output_size or 0), metrics.max_abs_diff,
+                          metrics.mean_abs_diff, metrics.source_scale,
+                          metrics.relative_max_diff if metrics.output_shape_matches else float("inf"),
+                          metrics.min_cosine, metrics.top1_mismatches, metrics.output_shape_matches)]
+
+
+def _judge_labels(metrics: Metrics, thresholds: Thresholds, verdict: Verdict) -> None:
+    if not metrics.output_shape_matches:
+        return  # said by _judge_output
+    excused, over_cap = near_ties(metrics, thresholds)
+    verdict.ambiguous_images = [d.image for d in excused]
+    verdict.near_ties_excused, verdict.near_ties_over_cap = len(excused), over_cap
+    counted = metrics.top1_mismatches - len(excused)
+    if counted > thresholds.max_mismatch:
+        note = f", {len(excused)} more on near-tied images excused" if excused else ""
+        cap = f" ({over_cap} near-ties beyond the cap of {thresholds.max_near_ties} counted)" if over_cap else ""
+        name = f" of output '{metrics.outputs[0].name}'" if len(metrics.outputs) > 1 else ""
+        verdict.reasons.append(f"{counted} of {metrics.images} images change top-1 label{name}{note}{cap} "
+                               f"(allowed: {thresholds.max_mismatch})")
+
+
+def _judge_output(output: OutputMetrics, thresholds: Thresholds, verdict: Verdict, several: bool) -> None:
+    label = f"output '{output.name}'" if several else "the output"
+    failures = []
+    if not output.shape_matches:
+        failures.append(f"the target's shape of {label} differs from the source's" if several
+                        else "the target's output shape differs from the source's")
+    elif thresholds.keep_quantisation:
+        if output.relative_max_diff > thresholds.quantised_rtol:
+            failures.append(f"{label}: max |diff| {output.max_abs_diff:.3g} is {output.relative_max_diff:.2e} of its "
+                            f"scale {output.scale:.3g} (allowed with --keep-quantisation: {thresholds.quantised_rtol:g})")
+        if output.min_cosine < thresholds.min_cosine:
+            failures.append(f"{label}: the worst image's cosine similarity is {output.min_cosine:.3f} "
+                            f"(required with --keep-quantisation: {thresholds.min_cosine:g})")
+    elif output.relative_max_diff > thresholds.rtol:
+        failures.append(f"{label}: max |diff| {output.max_abs_diff:.3g} is {output.relative_max_diff:.2e} of its "
+                        f"scale {output.scale:.3g} (allowed: {thresholds.rtol:g})")
+    if failures:
+        verdict.failed_outputs.append(output.name)
+        verdict.reasons.extend(failures)
+
+
+def _judge_quantisation(quantisation: QuantisationCheck, verdict: Verdict) -> None:
+    verdict.quantised_tensors = quantisation.tensors
+    if quantisation.unknown_because:
+        verdict.reasons.append(f"--keep-quantisation: {quantisation.unknown_because}")
+    elif not quantisation.tensors:
+        verdict.quantisation_undone = True
+        verdict.reasons.append("quantisation undone: the target stores no quantised weight tensors, and "
+                               "--keep-quantisation verifies only a model that is still quantised")
+
+
+def near_ties(metrics: Metrics, thresholds: Thresholds) -> tuple[list[Disagreement], int]:
+    """The label changes excused as near-ties (most tied first, at most max_near_ties), and how many more
+    qualified but were counted because of the cap."""
+    qualified = sorted((d for d in metrics.disagreements if ambiguous(d, metrics, thresholds)),
+                       key=lambda d: d.source_margin)
+    cap = max(0, thresholds.max_near_ties)
+    return qualified[:cap], max(0, len(qualified) - cap)
+
+
+def ambiguous(disagreement: Disagreement, metrics: Metrics, thresholds: Thresholds) -> bool:
+    """The source itself nearly ties, the target only swapped its two best labels, and moved little there."""
+    limit = thresholds.near_tie * metrics.source_scale
+    return (disagreement.source_margin < limit and disagreement.image_max_abs_diff <= limit
+            and len(disagreement.source_top5) > 1 and disagreement.target_label == disagreement.source_top5[1])
 
 
 def counted_mismatches(metrics: Metrics, thresholds: Thresholds) -> int:
-    """Label changes that count against max_mismatch (near-tied swaps do not)."""
-    return sum(1 for d in metrics.disagreements if not ambiguous(d, metrics, thresholds))
+    """Label changes that count against max_mismatch (excused near-ties do not)."""
+    return metrics.top1_mismatches - len(near_ties(metrics, thresholds)[0])

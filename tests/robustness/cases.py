@@ -312,7 +312,7 @@ MISC_FRAGMENTS = {
     "pickle_checkpoint_zip": "pickled PyTorch checkpoint", "zip_of_text": "not a Keras, torch.export",
     "savedmodel_garbage_pb": "not a loadable SavedModel", "h5_magic_garbage": "not a loadable Keras model",
     "absurd_onnx": "values per image", "absurd_tflite": "values per image", "absurd_input_shape": "values per image",
-    "pt_untrusted": "--trust-model-code", "onnx_external_data_escape": "onnx.checker",
+    "pt_untrusted": "--trust-model-code", "onnx_external_data_escape": "outside the model's folder",
 }
 
 
