@@ -9,6 +9,11 @@ results.png to --out (default: results/) and prints the totals.
     .venv/bin/python benchmarks/evaluate.py --models mobilenet_v2 --only injected
     .venv/bin/python benchmarks/evaluate.py --work ~/eval --resume  # continue an interrupted run
     .venv/bin/python benchmarks/evaluate.py --work ~/eval --tables-only  # tables of what it has finished so far
+    .venv/bin/python benchmarks/evaluate.py --tables-only --from-json results/results.json --out /tmp/tables
+        # an earlier run's tables recomputed with today's definitions (unknown where its records fall short)
+
+--resume reuses a finished case only when the same commit (and uncommitted changes) and library versions
+measured it; others run again, unless --keep-other-versions (the tables then say "mixed versions").
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from safeconvert.evaluation.cases import MODELS, evaluation_cases
-from safeconvert.evaluation.runner import DEFAULT_CASE_TIMEOUT, finished_cases, run_cases
+from safeconvert.evaluation.runner import DEFAULT_CASE_TIMEOUT, finished_cases, recorded_results, run_cases
 from safeconvert.evaluation.tables import totals_sentence, write_outputs
 
 
@@ -32,22 +37,32 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="with --work: keep the cases an earlier run finished there")
     parser.add_argument("--tables-only", action="store_true",
                         help="with --work: write the tables from the cases finished there, run nothing")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="with --tables-only: the results.json of an earlier run instead of --work")
+    parser.add_argument("--keep-other-versions", action="store_true",
+                        help="with --resume: keep cases measured by another commit or other library versions")
     parser.add_argument("--case-timeout", type=float, default=DEFAULT_CASE_TIMEOUT)
     args = parser.parse_args()
     cases = evaluation_cases(args.models.split(","), quick=args.quick)
     if args.only:
         cases = [c for c in cases if args.only in c.case_id]
-    if args.tables_only and args.work is None:
-        parser.error("--tables-only needs --work (the folder of an earlier run)")
+    if args.tables_only and args.work is None and args.from_json is None:
+        parser.error("--tables-only needs --work (the folder of an earlier run) or --from-json (its results.json)")
+    if args.from_json is not None and args.from_json.resolve().parent == args.out.resolve():
+        parser.error("--from-json would overwrite the run it reads: give another --out")
     work = args.work or Path(tempfile.mkdtemp(prefix="safeconvert-evaluate-"))
     not_run: list[str] = []
-    if args.tables_only:
+    if args.tables_only and args.from_json is not None:
+        results, not_run = recorded_results(args.from_json)
+        print(f"{len(results)} cases recorded in {args.from_json}", flush=True)
+    elif args.tables_only:
         results, missing = finished_cases(cases, work)
         not_run = [case.case_id for case in missing]
         print(f"{len(results)} of {len(cases)} cases finished in {work}", flush=True)
     else:
         print(f"{len(cases)} cases; scratch in {work}", flush=True)
-        results = run_cases(cases, work, args.case_timeout, on_result=_print_row, resume=args.resume)
+        results = run_cases(cases, work, args.case_timeout, on_result=_print_row, resume=args.resume,
+                            keep_other_versions=args.keep_other_versions)
     summary = write_outputs(results, args.out, args.quick, not_run)
     print(totals_sentence(summary))
     print(f"table: {args.out / 'results.md'}  plot: {args.out / 'results.png'}")

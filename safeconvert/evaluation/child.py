@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .cases import Case
+from .cases import CLEAN_ROUTE_OPTIONS, Case
 from .prepare import Prepared
 
 TARGET_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt", "pt2": ".pt2", "savedmodel": ""}
@@ -18,6 +20,7 @@ QUANTISATION_OPTIONS = {
     "tflite-float16": {"tflite_optimizations": ["DEFAULT"], "tflite_supported_types": ["float16"]},
     "tflite-int8": {"tflite_optimizations": ["DEFAULT"], "tflite_int8": True},
 }
+INPUT_LEVEL_CATEGORIES = ("PP", "ID", "TOOL")  # faults of the input or the converter: no layer to name
 
 
 def run(case: Case, prepared: Prepared, folder: Path) -> dict:
@@ -32,17 +35,96 @@ def run(case: Case, prepared: Prepared, folder: Path) -> dict:
     if missing:
         return {**result, "error": missing, "status": "not applicable"}
     try:
-        report, faulty, fault = _safeconvert(case, prepared, folder, output)
+        with _first_localization() as emitted:
+            report, faulty, fault = _safeconvert(case, prepared, folder, output)
     except FaultNotApplicableError as exc:
         return {**result, "error": one_line(exc), "status": "not applicable"}
     except SafeConvertError as exc:
         return {**result, "error": one_line(exc), "exit_code": exc.exit_code}
-    result.update(report=report.to_dict(), fault=fault)
+    result.update(report=report.to_dict(), fault=fault, findings_emitted=_emitted(emitted, fault))
     if faulty is not None:
         result["holdout_before"] = _holdout(case, prepared, faulty)
     if output.exists():
         result["holdout_after"] = _holdout(case, prepared, output)
+        if case.keep_quantisation:
+            result["quantisation"] = _quantisation(case, prepared, output, report, folder)
     return result
+
+
+@contextmanager
+def _first_localization() -> Iterator[list[dict]]:
+    """Collects the findings of the run's first localization as it emitted them. The repair loop puts the
+    finding whose repair was kept first in the report (repair/loop._applied_first), so the report's order
+    says which repair worked; localization is scored on the order it gave before any repair ran."""
+    from ..repair import loop
+
+    emitted: list[dict] = []
+    localize, calls = loop.localize, []
+
+    def recording(*args, **kwargs):
+        found = localize(*args, **kwargs)
+        if not calls:
+            emitted.extend(f.to_dict() for f in found.findings)
+        calls.append(True)
+        return found
+
+    loop.localize = recording
+    try:
+        yield emitted
+    finally:
+        loop.localize = localize
+
+
+def _emitted(emitted: list[dict], fault: dict | None) -> list[dict]:
+    """Category of each finding in emitted order, and whether it names the planted layer (None when the
+    planted fault has no layer: input-level faults and the converter's own options)."""
+    return [{"category": f["category"], "at_planted_layer": at_planted_layer(f, fault)} for f in emitted]
+
+
+def at_planted_layer(finding: dict, fault: dict | None) -> bool | None:
+    """Whether a finding names the layer the fault was planted in (its node or tensor name appears among the
+    finding's layers, evidence or repair arguments); None when the fault has no layer to name."""
+    if not fault or fault.get("category") in INPUT_LEVEL_CATEGORIES:
+        return None
+    sites = [part for part in str(fault.get("target_node") or "").split(";") if part]
+    if not sites:
+        return None
+    named = json.dumps({k: finding.get(k) for k in ("source_layer", "target_layer", "evidence", "repair")}, default=str)
+    return any(site in named for site in sites)
+
+
+def _quantisation(case: Case, prepared: Prepared, output: Path, report, folder: Path) -> dict:
+    """Whether a --keep-quantisation output is still quantised (its stored quantised tensors, beside those of
+    the quantised conversion as made) and its size beside the same route's float conversion."""
+    from ..formats import Format
+    from ..localize.tool import quantised_tensors
+
+    fmt = Format(case.target)
+    edited = any(r.get("status") == "applied" for r in report.to_dict().get("repairs", []))
+    converted = _as_converted(case, prepared, folder) if edited else output
+    float_model = prepared.sources.get(case.target)
+    return {"quantised_tensors": quantised_tensors(output, fmt), "output_bytes": output.stat().st_size,
+            "float_bytes": Path(float_model).stat().st_size if float_model else None,
+            "converted_quantised_tensors": quantised_tensors(converted, fmt) if converted else None,
+            "converted_bytes": converted.stat().st_size if converted else None}
+
+
+def _as_converted(case: Case, prepared: Prepared, folder: Path) -> Path | None:
+    """The quantised conversion as the converter made it, before any repair (written unverified, for counting)."""
+    from ..errors import SafeConvertError
+    from ..pipeline import ConvertRequest, run_convert
+    from ..wrappers.base import ConversionOptions
+
+    out = folder / f"as-converted{TARGET_SUFFIX[case.target]}"
+    request = ConvertRequest(Path(prepared.sources[case.source]), out, target_format=case.target,
+                             calib=prepared.repair_photos, preprocess=prepared.preset,
+                             options=ConversionOptions(**QUANTISATION_OPTIONS.get(case.scenario, {})), force=True,
+                             allow_unverified=True, repair=False)
+    try:
+        run_convert(request)
+    except SafeConvertError:
+        return None
+    return out if out.exists() else None
 
 
 def _missing_source(case: Case, prepared: Prepared) -> str | None:
@@ -67,7 +149,8 @@ def _convert(case: Case, prepared: Prepared, output: Path):
     from ..pipeline import ConvertRequest, run_convert
     from ..wrappers.base import ConversionOptions
 
-    options = ConversionOptions(**QUANTISATION_OPTIONS.get(case.scenario, {}), keep_quantisation=case.keep_quantisation)
+    chosen = {**QUANTISATION_OPTIONS.get(case.scenario, {}), **CLEAN_ROUTE_OPTIONS.get(case.options or "", {})}
+    options = ConversionOptions(**chosen, keep_quantisation=case.keep_quantisation)
     request = ConvertRequest(Path(prepared.sources[case.source]), output, target_format=case.target,
                              calib=prepared.repair_photos, preprocess=prepared.preset, options=options, force=True,
                              trust_model_code=case.target == "torchscript")

@@ -14,15 +14,19 @@ from pathlib import Path
 
 from .cases import Case
 from .prepare import Prepared
+from .provenance import current_provenance, provenance_key
 from .results import CaseResult, case_result
 
 DEFAULT_CASE_TIMEOUT = 1200.0  # seconds
 
 
 def run_cases(cases: list[Case], work: Path, timeout: float = DEFAULT_CASE_TIMEOUT,
-              on_result: Callable[[CaseResult], None] | None = None, resume: bool = False) -> list[CaseResult]:
+              on_result: Callable[[CaseResult], None] | None = None, resume: bool = False,
+              keep_other_versions: bool = False) -> list[CaseResult]:
     """Every case, model by model (each model's sources are prepared once). With `resume`, a case that
-    finished in an earlier run over the same scratch folder keeps its figures (a full run takes hours).
+    finished in an earlier run over the same scratch folder keeps its figures (a full run takes hours), but
+    only when the same code and library versions measured it (provenance.py); a case measured by other
+    versions runs again, unless `keep_other_versions` (then the tables say "mixed versions").
 
     The cases share a cache in `work/cache` (user_cache.py), as runs of one user on the same models would,
     unless SAFECONVERT_CACHE_DIR says otherwise (`off`: every case starts cold)."""
@@ -34,10 +38,12 @@ def run_cases(cases: list[Case], work: Path, timeout: float = DEFAULT_CASE_TIMEO
         prepared = None
         for case in model_cases:
             folder = work / model / case.case_id
-            result = _finished(folder) if resume else None
+            now = current_provenance()
+            result = _finished(folder, None if keep_other_versions else now) if resume else None
             if result is None:
                 prepared = prepared or prepare(model, work)
                 result = run_case(case, prepared, folder, timeout, env=env)
+                result.provenance = now
                 (folder / MEASURED).write_text(json.dumps(asdict(result)))
             results.append(result)
             if on_result:
@@ -61,16 +67,28 @@ def finished_cases(cases: list[Case], work: Path) -> tuple[list[CaseResult], lis
     return results, missing
 
 
-def _finished(folder: Path) -> CaseResult | None:
-    """The figures of a case an earlier run finished (not one that timed out or crashed: that is retried)."""
+def recorded_results(path: Path) -> tuple[list[CaseResult], list[str]]:
+    """The cases of an earlier run's results.json (and the cases it had not run), for tables recomputed with
+    today's definitions: a figure an old record cannot give is unknown, not guessed."""
+    document = json.loads(Path(path).read_text())
+    return [CaseResult.from_dict(case) for case in document["cases"]], list(document.get("not_run") or [])
+
+
+def _finished(folder: Path, provenance: dict | None) -> CaseResult | None:
+    """The figures of a case an earlier run finished (not one that timed out or crashed: that is retried),
+    measured by the code and libraries of `provenance` (None: by any)."""
     result = _measured(folder)
-    return result if result is not None and result.status in ("ok", "not applicable") else None
+    if result is None or result.status not in ("ok", "not applicable"):
+        return None
+    if provenance is not None and provenance_key(result.provenance) != provenance_key(provenance):
+        return None
+    return result
 
 
 def _measured(folder: Path) -> CaseResult | None:
     """The figures an earlier run recorded for a case, whatever its outcome."""
     path = folder / MEASURED
-    return CaseResult(**json.loads(path.read_text())) if path.is_file() else None
+    return CaseResult.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
 def prepare(model: str, work: Path) -> Prepared:

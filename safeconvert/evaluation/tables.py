@@ -38,12 +38,54 @@ def _machine() -> str:
 
 
 def totals_sentence(summary: Totals) -> str:
-    return (f"faults repaired / faults detected: {summary.faults_repaired}/{summary.faults_detected}; "
-            f"cases fully repaired (repair and hold-out photos) / faulty cases: "
-            f"{summary.cases_fully_repaired}/{summary.faulty_cases}; "
-            f"injected faults localized to the planted category: {summary.localized_right}/{summary.injected_faulty}; "
-            f"false repairs on clean conversions: {summary.false_repairs}/{summary.clean_cases}; "
-            f"errors: {summary.errors}; not applicable: {summary.not_applicable}")
+    return (f"faults detected (not verified as made) / planted faults: {summary.faults_detected}/{summary.planted_faults}; "
+            f"faults repaired / faults detected: {summary.faults_repaired}/{summary.faults_detected}; "
+            f"cases fully repaired (repair and hold-out photos) / faults detected: "
+            f"{summary.cases_fully_repaired}/{summary.faults_detected}; "
+            f"first finding (as localization emitted it) names the planted category: "
+            f"{_known(summary.first_finding_right, summary.first_finding_known, summary.faults_detected)}; "
+            f"edits on clean conversions: {summary.edits_on_clean}/{summary.clean_cases}; "
+            f"false verifications on held-out photos: {summary.false_verifications}/{summary.verified_cases}"
+            f"{_unknown_note(summary.false_verifications_unknown)}; "
+            f"repaired with quantisation kept (still quantised) / --keep-quantisation cases: "
+            f"{_count(summary.kept_quantised) if summary.kept_quantised is not None else 'unknown'}"
+            f"/{summary.keep_quantisation_cases}; "
+            f"errors: {summary.errors}; not applicable: {summary.not_applicable}"
+            f"{'; MIXED VERSIONS' if summary.mixed_versions else ''}")
+
+
+def _known(count: int | None, known: int, of: int) -> str:
+    if count is None:
+        return f"unknown ({of - known} of {of} cases did not record the order)" if known < of else "unknown"
+    return f"{count}/{of}"
+
+
+def _unknown_note(unknown: int) -> str:
+    return f" ({unknown} verified cases without a hold-out check)" if unknown else ""
+
+
+DEFINITIONS = [
+    "**How each figure is defined.**",
+    "- *Planted faults*: injected cases, and real converter faults (TFLite quantisation options without "
+    "`--keep-quantisation`, int8 TFLite -> ONNX). *Detected*: the conversion as made was not verified by the verdict "
+    "(a finding alone does not count). *Repaired*: detected, then verified on the repair photos. *Fully repaired*: "
+    "also verified on the held-out photos.",
+    "- *Edits on clean conversions*: clean cases (nothing planted) that got any edit or repair applied; each is a "
+    "change safeconvert made to a conversion that had no planted fault.",
+    "- *False verifications on held-out photos*: cases verified on the repair photos whose output, checked against "
+    "the source on the held-out photos with the same verdict and tolerances, is not verified (a label change not "
+    "excused, or a numeric difference beyond the tolerance). Out of all verified cases, clean ones included.",
+    "- *Localization* (per planted category, over detected faults): precision = findings that name the planted "
+    "category (and, for faults planted in a layer, that layer) / all findings; recall = detected faults with at "
+    "least one such finding / detected faults. *First finding right* reads the findings in the order localization "
+    "emitted them, before any repair ran (the report lists the finding whose repair was kept first).",
+    "- *Repaired with quantisation kept*: a `--keep-quantisation` case that is verified and whose written output "
+    "still stores quantised tensors (counted as in the TOOL finding); a verified output with none left is "
+    "\"quantisation undone\", not a success. Each row gives the output's quantised tensors beside those of the "
+    "quantised conversion as made, and the sizes: \"partly kept\" says how much of the quantisation is left.",
+    "- *unknown*: the figure needs something an older record does not hold (the findings' order and layers, the "
+    "output's quantised tensors); it is not guessed.",
+]
 
 
 def markdown(results: list[CaseResult], summary: Totals, stamp: str, not_run: list[str] | None = None) -> str:
@@ -52,7 +94,8 @@ def markdown(results: list[CaseResult], summary: Totals, stamp: str, not_run: li
              *[f"- **{m}**: {MODEL_NOTES.get(m, '')}" for m in models],
              f"- Repair used the packaged photos minus every {HOLDOUT_EVERY}th; those held-out photos were never "
              "seen by repair and are checked afterwards (`hold-out`).", "",
-             f"**Totals.** {totals_sentence(summary)}.", "",
+             f"**Totals.** {totals_sentence(summary)}.", "", *versions_lines(summary), *DEFINITIONS, "",
+             *localization_lines(summary), *quantisation_lines(results),
              "| model | route | scenario | fault | mismatch before | findings | repairs | mismatch after "
              "| hold-out before -> after | max abs diff before -> after | s | peak MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -61,6 +104,77 @@ def markdown(results: list[CaseResult], summary: Totals, stamp: str, not_run: li
         lines += ["", f"**Not run yet ({len(not_run)} of {len(results) + len(not_run)} cases; the totals above leave them out):** "
                       + ", ".join(f"`{case_id}`" for case_id in not_run) + "."]
     return "\n".join(lines)
+
+
+def versions_lines(summary: Totals) -> list[str]:
+    """Which code measured the cases; "mixed versions" when more than one did (or some case did not say)."""
+    listed = "; ".join(f"`{key}`: {count} cases" for key, count in summary.versions.items())
+    if summary.mixed_versions:
+        return [f"**Mixed versions**: these cases were measured by different code or library versions "
+                f"(commit, dirty tree, versions; `unknown`: not recorded): {listed}. Their figures are not one run's.", ""]
+    return [f"Measured by {listed}.", ""]
+
+
+def localization_lines(summary: Totals) -> list[str]:
+    if not summary.localization:
+        return []
+    lines = ["| planted category | detected | precision (category) | precision (category and layer) "
+             "| recall (category) | recall (category and layer) | first finding right |", "|---|---|---|---|---|---|---|"]
+    for category, f in summary.localization.items():
+        lines.append(f"| {category} | {f['detected']} | {_ratio(f['findings_right_category'], f['findings'])} "
+                     f"| {_ratio(f['findings_right_layer'], f['findings'])} "
+                     f"| {_ratio(f['recalled_category'], f['detected'])} | {_ratio(f['recalled_layer'], f['detected'])} "
+                     f"| {_ratio(f['first_right'], f['detected'])} |")
+    return [*lines, ""]
+
+
+def quantisation_lines(results: list[CaseResult]) -> list[str]:
+    """The --keep-quantisation cases: verified or not, still quantised or not, and the output's size."""
+    keep = [r for r in results if r.keep_quantisation and r.status == "ok"]
+    if not keep:
+        return []
+    lines = ["| model | scenario (--keep-quantisation) | verified | quantised tensors in the output / as converted "
+             "| output size / float conversion | size as converted | outcome |", "|---|---|---|---|---|---|---|"]
+    for r in keep:
+        lines.append(f"| {r.model} | {r.scenario} | {'yes' if r.verified else 'no'} "
+                     f"| {_tensors(r.quantised_tensors)} / {_tensors(r.converted_quantised_tensors)} "
+                     f"| {_size_ratio(r.output_bytes, r.float_bytes)} | {_mib(r.converted_bytes)} | {_kept_outcome(r)} |")
+    return [*lines, ""]
+
+
+def _tensors(counts: dict[str, int] | None) -> str:
+    if counts is None:
+        return "unknown"
+    return ", ".join(f"{n} {t}" for t, n in counts.items()) or "none"
+
+
+def _mib(size: int | None) -> str:
+    return "unknown" if size is None else f"{size / 2**20:.2f} MiB"
+
+
+def _kept_outcome(r: CaseResult) -> str:
+    if not r.verified:
+        return "not verified"
+    kept = r.kept_quantisation
+    if kept and r.converted_quantised_tensors:
+        left, made = sum(r.quantised_tensors.values()), sum(r.converted_quantised_tensors.values())
+        if left < made:
+            return f"verified, quantisation partly kept ({left} of {made} quantised tensors, {100 * left / made:.0f}%)"
+    return {True: "verified, quantisation kept", False: "quantisation undone", None: "verified, unknown"}[kept]
+
+
+def _size_ratio(output: int | None, float_bytes: int | None) -> str:
+    if output is None:
+        return "unknown"
+    if not float_bytes:
+        return f"{output / 2**20:.2f} MiB"
+    return f"{output / 2**20:.2f} / {float_bytes / 2**20:.2f} MiB ({output / float_bytes:.2f}x)"
+
+
+def _ratio(count: int | None, of: int) -> str:
+    if count is None:
+        return "unknown"
+    return f"{count}/{of} ({100 * count / of:.0f}%)" if of else "-"
 
 
 def routes_markdown(results: list[CaseResult], stamp: str) -> str:
@@ -97,18 +211,30 @@ def _row(r: CaseResult) -> str:
     if r.status != "ok":
         return (f"| {r.model} | {r.route} | {_scenario(r)} | {r.fault_kind or '-'} | {r.status}: {_escape(r.error)} "
                 f"| | | | | | {r.seconds:.0f} | {r.peak_mib:.0f} |")
-    findings = ", ".join(f"{c} x{n}" if n > 1 else c for c, n in r.findings.items()) or "-"
-    if r.expected_category and r.top_category:
-        right = r.top_category == r.expected_category
-        findings += " (first is right)" if right else f" (first is {r.top_category}, planted {r.expected_category})"
+    findings = _findings(r)
     return (f"| {r.model} | {r.route} | {_scenario(r)} | {r.fault_kind or '-'} | {_share(r.mismatch_before, r.images)} "
             f"| {findings} | {', '.join(r.repairs_applied) or '-'} | {_share(r.mismatch_after, r.images)} "
             f"| {_count(r.holdout_before)} -> {_count(r.holdout_after)} of {r.holdout_images} "
             f"| {_float(r.max_abs_before)} -> {_float(r.max_abs_after)} | {r.seconds:.0f} | {r.peak_mib:.0f} |")
 
 
+def _findings(r: CaseResult) -> str:
+    """The report's findings, and whether the first one localization emitted (before repair reordered them)
+    names the planted category."""
+    text = ", ".join(f"{c} x{n}" if n > 1 else c for c, n in r.findings.items()) or "-"
+    if not (r.expected_category and r.detected and r.findings):
+        return text
+    if r.findings_emitted is None:
+        return text + " (order not recorded)"
+    first = r.findings_emitted[0]["category"] if r.findings_emitted else None
+    if first == r.expected_category:
+        return text + " (first emitted is right)"
+    return text + f" (first emitted is {first or 'none'}, planted {r.expected_category})"
+
+
 def _scenario(r: CaseResult) -> str:
-    return f"{r.scenario} (--keep-quantisation)" if r.case_id.endswith("keep-quantisation") else r.scenario
+    scenario = f"{r.scenario} (--keep-quantisation)" if r.keep_quantisation else r.scenario
+    return f"{scenario}, {r.case_id.split('__options-')[1].split('__')[0]}" if "__options-" in r.case_id else scenario
 
 
 def _share(count: int | None, images: int) -> str:
