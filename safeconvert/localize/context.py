@@ -85,6 +85,8 @@ def build_ir_pair(source: Path, source_format: Format, target: Path, target_form
 def divergence_indices(validation: Validation, names: list[str], limit: int = DIVERGENCE_IMAGES) -> list[int]:
     """Images to trace through both models: the disagreeing ones first, then the largest output gaps."""
     count = len(validation.source_outputs)
-    gap = np.abs(validation.source_outputs.reshape(count, -1) - validation.target_outputs.reshape(count, -1)).max(axis=1)
+    source, target = validation.source_outputs.reshape(count, -1), validation.target_outputs.reshape(count, -1)
+    # Outputs of different shapes (a structural fault) have no per-image gap: every image is as far off.
+    gap = np.abs(source - target).max(axis=1) if source.shape == target.shape else np.zeros(count)
     disagreeing = {d.image for d in validation.metrics.disagreements}
     return sorted(range(count), key=lambda i: (names[i] not in disagreeing, -gap[i]))[:limit]

@@ -105,7 +105,10 @@ def input_findings(target_runner, batch_nhwc: np.ndarray, source_outputs: np.nda
     model_input = to_model_layout(batch_nhwc, target_runner.spec)
     reference = source_outputs.reshape(len(source_outputs), -1)
     span = float(reference.max() - reference.min()) or 1.0
-    baseline = _gap(target_runner.run(model_input), reference) / span
+    outputs = target_runner.run(model_input)
+    if outputs.reshape(len(outputs), -1).shape != reference.shape:
+        return []  # an input transform never changes the output's shape: the fault is inside the model
+    baseline = _gap(outputs, reference) / span
     if baseline <= tolerance:
         return []
     shape = tuple(model_input.shape)
