@@ -1,4 +1,5 @@
-"""The child side of `probe.probe_in_child`: load one model with its native runtime and run it once.
+"""The child side of `probe.probe_in_child`: load one model with its native runtime and run it on one input
+of zeros, then of random values.
 
 Run as `python -I probe_child.py FORMAT PATH [MAX_ELEMENTS]` (a script that imports nothing of safeconvert).
 The exit status tells the parent what to do, with a one-line message on stdout:
@@ -13,6 +14,12 @@ The exit status tells the parent what to do, with a one-line message on stdout:
   in one process can crash it in another (a fuzzed .tflite raised here and segfaulted elsewhere);
 * RUN_FAILED: an ONNX model loaded but failed on a zero input of guessed size (its dynamic dimensions set
   to 1); the parent goes on, and a real failure is reported by validation with the real input.
+
+The model runs twice: on zeros, then on random values (seeded). A model whose work depends on its input's
+values (a Loop's trip count, a ConstantOfShape's size computed from the pixels) does nothing on zeros; the
+random run makes it hang or exhaust memory here, under the child's limits, rather than in safeconvert's own
+process. Only running out of memory counts on the random run: a model may fairly reject arbitrary values
+(indices out of range), which its real input never holds.
 
 A native crash shows up in the parent as a death by signal, which is the point.
 """
@@ -107,6 +114,28 @@ def _probe_onnx(path: Path, max_elements: int) -> None:
         session.run(None, feeds)
     except Exception as exc:
         raise _stage(RUN_FAILED, exc) from None
+    _run_on_random_values(lambda: session.run(None, {name: _random_like(zeros) for name, zeros in feeds.items()}))
+
+
+def _random_like(zeros: np.ndarray) -> np.ndarray:
+    """Values of `zeros`' shape and type that are not all zero: normal for floats, small non-negative integers
+    (0-9, valid as most indices and labels), random booleans."""
+    rng = np.random.default_rng(0)
+    if zeros.dtype.kind == "f":
+        return rng.standard_normal(zeros.shape).astype(zeros.dtype)
+    if zeros.dtype.kind == "b":
+        return rng.integers(0, 2, zeros.shape).astype(np.bool_)
+    return rng.integers(0, 10, zeros.shape).astype(zeros.dtype)
+
+
+def _run_on_random_values(run) -> None:
+    """Run once more on random values; only running out of memory is an answer (see the module docstring)."""
+    try:
+        run()
+    except Exception as exc:
+        stage = _stage(RUN_FAILED, exc)
+        if stage.status == REFUSED:
+            raise stage from None
 
 
 def _check_computed_sizes(path: Path, max_elements: int) -> None:
@@ -151,6 +180,13 @@ def _probe_tflite(path: Path, max_elements: int) -> None:
         interpreter.invoke()
     except Exception as exc:
         raise _stage(LOAD_FAILED, exc) from None
+
+    def run_random() -> None:
+        for detail in details:
+            interpreter.set_tensor(detail["index"], _random_like(np.zeros(detail["shape"], detail["dtype"])))
+        interpreter.invoke()
+
+    _run_on_random_values(run_random)
 
 
 if __name__ == "__main__":

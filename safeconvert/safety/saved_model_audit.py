@@ -12,11 +12,16 @@ what `tf.saved_model.load` really runs, reading TensorFlow 2.21's loaders:
   (the init-op signature, the main_op / legacy_init_op / table_initializer collections, local variables'
   initializers), each signature's subgraph, and every node and function those depend on.
 
+A function is called through a function-valued attribute (StatefulPartitionedCall's `f`, While's `body`) or
+by a node whose op is the function's name: both are followed, in functions and in TF1 graphs.
+
 Everything that runs is refused if it uses one of DENIED_OPS, with one exception: a TF1 restore op may read
 the checkpoint (`RestoreV2`, `Restore`, `RestoreSlice`) from the saver's filename tensor, which TensorFlow
 feeds with the model's own variables path. A `SaveV2` in the restore path, or a read from any other path,
-is refused. The list names the file-system and Python-callback operations of TF 2.21; it is a deny-list, so
-a future TensorFlow with new file operations would need it extended.
+is refused. The list names TF 2.21's operations that touch files, the network or Python, and those that
+run a graph serialized in a tensor (`DatasetFromGraph`): what such a graph does is invisible here, so they
+are refused outright. A dataset cache is allowed in memory only (its filename a constant empty string). It
+is a deny-list, so a future TensorFlow with new operations of these kinds would need it extended.
 """
 
 from __future__ import annotations
@@ -26,23 +31,47 @@ from typing import Iterable
 
 from ..errors import BadInputError, one_line
 
-DENIED_OPS = frozenset({
+# What the audit refuses, in one place, by the reason it gives. A deny-list of TensorFlow 2.21's operations
+# (read from its registered op list): a future TensorFlow with new operations of these kinds extends it.
+FILE_OPS = frozenset({  # read or write files, or change how paths are resolved
     "SaveV2", "Save", "SaveSlices", "MergeV2Checkpoints", "RestoreV2", "Restore", "RestoreSlice",
-    "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "PrintV2", "PyFunc", "PyFuncStateless",
-    "EagerPyFunc", "InitializeTableFromTextFile", "InitializeTableFromTextFileV2", "WholeFileReader",
-    "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2", "FixedLengthRecordReader",
-    "FixedLengthRecordReaderV2", "TFRecordReader", "TFRecordReaderV2", "LMDBReader", "IdentityReader",
-    "IdentityReaderV2", "TextLineDataset", "TFRecordDataset", "TFRecordDatasetV2", "FixedLengthRecordDataset",
-    "FixedLengthRecordDatasetV2", "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset", "SqlDataset",
-    "ExperimentalSqlDataset", "LMDBDataset", "ExperimentalLMDBDataset", "MatchingFilesDataset",
-    "ExperimentalMatchingFilesDataset", "SaveDataset", "SaveDatasetV2", "LoadDataset", "DatasetToTFRecord",
-    "ExperimentalDatasetToTFRecord", "SnapshotDataset", "SnapshotDatasetV2", "CacheDataset", "CacheDatasetV2",
+    "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "PrintV2", "FileSystemSetConfiguration",
+    "InitializeTableFromTextFile", "InitializeTableFromTextFileV2", "WholeFileReader", "WholeFileReaderV2",
+    "TextLineReader", "TextLineReaderV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2", "TFRecordReader",
+    "TFRecordReaderV2", "LMDBReader", "IdentityReader", "IdentityReaderV2", "RecordInput",
+    "GenerateVocabRemapping", "LoadAndRemapMatrix", "DecodeProtoV2", "EncodeProto", "CalibrationStatisticsSaver",
     "CreateSummaryFileWriter", "CreateSummaryDbWriter", "WriteSummary", "WriteRawProtoSummary",
     "WriteScalarSummary", "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary",
     "ImportEvent", "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNumericSummary",
-    "DebugNumericSummaryV2", "DebugNanCount", "RecordInput", "GenerateVocabRemapping", "LoadAndRemapMatrix",
-    "DecodeProtoV2", "EncodeProto",
+    "DebugNumericSummaryV2", "DebugNanCount",
 })
+FILE_DATASET_OPS = frozenset({  # tf.data sources and sinks backed by files
+    "TextLineDataset", "TFRecordDataset", "TFRecordDatasetV2", "FixedLengthRecordDataset",
+    "FixedLengthRecordDatasetV2", "CSVDataset", "CSVDatasetV2", "ExperimentalCSVDataset", "SqlDataset",
+    "ExperimentalSqlDataset", "LMDBDataset", "ExperimentalLMDBDataset", "MatchingFilesDataset",
+    "ExperimentalMatchingFilesDataset", "SaveDataset", "SaveDatasetV2", "LoadDataset", "DatasetToTFRecord",
+    "ExperimentalDatasetToTFRecord", "SnapshotDataset", "SnapshotDatasetV2", "SnapshotDatasetReader",
+    "SnapshotChunkDataset", "SnapshotNestedDatasetReader", "ListSnapshotChunksDataset", "DistributedSave",
+})
+NETWORK_OPS = frozenset({  # tf.data service and RPC: talk to addresses of the model's choice
+    "DataServiceDataset", "DataServiceDatasetV2", "DataServiceDatasetV3", "DataServiceDatasetV4",
+    "RegisterDataset", "RegisterDatasetV2", "RpcServer", "RpcClient", "RpcServerRegister", "RpcServerStart",
+    "RpcCall", "RpcCheckStatus", "RpcGetValue", "DeleteRpcFutureResource",
+})
+OPAQUE_GRAPH_OPS = frozenset({  # build and run a graph or iterator from serialized bytes the audit cannot follow
+    "DatasetFromGraph", "DeserializeIterator",
+})
+PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+# Dataset caches: in memory when the filename is a constant empty string, on files (at a path of the model's
+# choice) otherwise. Operation -> index of its filename input.
+CACHE_OPS = {"CacheDataset": 1, "CacheDatasetV2": 1}
+
+DENIED_OPS: dict[str, str] = {
+    **{op: "reads or writes files" for op in FILE_OPS | FILE_DATASET_OPS},
+    **{op: "connects to network addresses" for op in NETWORK_OPS},
+    **{op: "runs a graph serialized in a tensor, which cannot be audited" for op in OPAQUE_GRAPH_OPS},
+    **{op: "calls Python" for op in PYTHON_OPS},
+}
 
 
 class NeedsTrust(Exception):
@@ -92,8 +121,7 @@ def text_format_refusal(directory: Path) -> str:
 def _audit_functions(meta_graph) -> None:
     library = {function.signature.name: function for function in meta_graph.graph_def.library.function}
     for name in sorted(_reachable(meta_graph.object_graph_def.concrete_functions, library)):
-        for node in library[name].node_def:
-            _check(node.op, where=f"function {name}")
+        _check_nodes(library[name].node_def, where=f"function {name}")
 
 
 def _audit_tf1_graph(meta_graph) -> None:
@@ -104,13 +132,12 @@ def _audit_tf1_graph(meta_graph) -> None:
     calls: set[str] = set()
     for name in sorted(running):
         node = nodes[name]
-        calls |= _called(node)
+        calls |= _called(node, library)
         if node.op in CHECKPOINT_READS and node.input and _node_name(node.input[0]) == filename:
             continue  # reads the checkpoint at the path TensorFlow feeds: the model's own variables
-        _check(node.op, where=f"the graph (node {name!r}, run when the model loads or is called)")
+        _check(node, nodes, where=f"the graph (node {name!r}, run when the model loads or is called)")
     for name in sorted(_reachable(calls, library)):
-        for node in library[name].node_def:
-            _check(node.op, where=f"function {name}")
+        _check_nodes(library[name].node_def, where=f"function {name}")
 
 
 def _tf1_load_roots(meta_graph) -> set[str]:
@@ -133,9 +160,35 @@ def _tf1_load_roots(meta_graph) -> set[str]:
     return {_node_name(name) for name in roots if name}
 
 
-def _check(op: str, where: str) -> None:
-    if op in DENIED_OPS:
-        raise NeedsTrust(f"{where} uses the TensorFlow operation {op}, which reads or writes files or calls Python")
+def _check_nodes(node_defs, where: str) -> None:
+    scope = {node.name: node for node in node_defs}
+    for node in node_defs:
+        _check(node, scope, where)
+
+
+def _check(node, scope: dict, where: str) -> None:
+    """Refuse a denied operation; a dataset cache only when it may write files. `scope`: the nodes by name
+    of the graph or function `node` is in, where its inputs are found."""
+    reason = DENIED_OPS.get(node.op)
+    if reason is None and node.op in CACHE_OPS and not _is_empty_string(node, CACHE_OPS[node.op], scope):
+        reason = "reads or writes files (a dataset cache whose filename is not a constant empty string)"
+    if reason is not None:
+        raise NeedsTrust(f"{where} uses the TensorFlow operation {node.op}, which {reason}")
+
+
+def _is_empty_string(node, index: int, scope: dict) -> bool:
+    """Whether input `index` of `node` is a Const holding the empty string (an in-memory dataset cache)."""
+    from tensorflow.core.framework import types_pb2
+
+    if len(node.input) <= index:
+        return False
+    source = scope.get(_node_name(node.input[index]))
+    if source is None or source.op != "Const":
+        return False
+    tensor = source.attr["value"].tensor
+    if tensor.dtype != types_pb2.DT_STRING or any(d.size != 1 for d in tensor.tensor_shape.dim):
+        return False
+    return list(tensor.string_val) in ([b""], [])
 
 
 def _upstream(roots: Iterable[str], nodes: dict) -> set[str]:
@@ -151,9 +204,10 @@ def _upstream(roots: Iterable[str], nodes: dict) -> set[str]:
     return seen
 
 
-def _called(node) -> set[str]:
-    """Functions a node calls through its attributes (StatefulPartitionedCall's f, While's body...)."""
-    names: set[str] = set()
+def _called(node, library: dict) -> set[str]:
+    """Functions a node calls: through its attributes (StatefulPartitionedCall's f, While's body...) and,
+    when its op is the name of a library function, that function (TensorFlow runs it like an operation)."""
+    names: set[str] = {node.op} if node.op in library else set()
     for value in node.attr.values():
         if value.HasField("func"):
             names.add(value.func.name)
@@ -170,7 +224,7 @@ def _reachable(roots: Iterable[str], library: dict) -> set[str]:
             continue
         seen.add(name)
         for node in library[name].node_def:
-            stack.extend(_called(node))
+            stack.extend(_called(node, library))
     return seen
 
 
