@@ -8,10 +8,11 @@ from typing import Optional
 
 import typer
 
-from .cli_output import JsonOption, QuietOption, json_errors, show_outcome
+from . import __version__
+from .cli_output import JsonOption, QuietOption, VerboseOption, json_errors, show_outcome
 from .errors import EXIT_BAD_INPUT, BadInputError, SafeConvertError, one_line
 from .html_report.alongside import check_page_path, html_written
-from .quiet import unraisable_silenced
+from .quiet import framework_output_captured, unraisable_silenced
 from .safety.disk import disk_problem
 from .safety.signals import EXIT_TERMINATED, Terminated, raise_if_signalled, signals_unwind
 
@@ -25,6 +26,20 @@ app = typer.Typer(
 
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"safeconvert {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print safeconvert's version and exit."),
+) -> None:
+    pass  # no docstring: the app's help above stays the help text; --version acts in its callback
 
 CalibOption = typer.Option(None, "--calib", help="Calibration images: a directory (jpg/png/bmp/webp) or a .npy array. "
                            "Default: the 42 photos shipped with safeconvert.")
@@ -77,11 +92,18 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def _run_and_exit(run, quiet: bool, as_json: bool, html: Path | None = None) -> None:
-    """Run one command (errors as JSON too when --json), show its outcome, exit with the report's code."""
+def _run_and_exit(run, quiet: bool, as_json: bool, html: Path | None = None, verbose: bool = False) -> None:
+    """Run one command (errors as JSON too when --json), show its outcome, exit with the report's code.
+
+    What frameworks print meanwhile stays off the terminal unless --verbose; the progress display (only on a
+    terminal) draws on the real stderr."""
+    from rich.console import Console
+
     from . import progress
 
-    with json_errors(as_json), progress.shown(progress.wanted(quiet, as_json)):  # bars only on a terminal
+    show_progress = progress.wanted(quiet, as_json)  # asked before stderr is redirected
+    with json_errors(as_json), framework_output_captured(verbose) as terminal, \
+            progress.shown(show_progress, Console(file=terminal)):
         if html is not None:
             check_page_path(html)  # before a long run, not after it
         outcome = run()
@@ -119,6 +141,7 @@ def convert(
     config: Optional[Path] = ConfigOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Convert SOURCE, validate it against SOURCE, and write OUTPUT only if verified (a no-op when OUT is up to date)."""
     from .hops.settings import with_isolation
@@ -139,7 +162,7 @@ def convert(
         request = ConvertRequest(source, output, to, calib, preprocess, limits, options,
                                  force, allow_unverified, report, trust_model_code, repair=not no_repair,
                                  trace_divergence=html is not None)
-        _run_and_exit(lambda: convert_if_needed(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html)
+        _run_and_exit(lambda: convert_if_needed(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html, verbose)
 
 
 @app.command()
@@ -161,6 +184,7 @@ def check(
     html: Optional[Path] = HtmlOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Validate an existing conversion TARGET against SOURCE (exit 0 verified, 1 not)."""
     from .pipeline import CheckRequest, run_check
@@ -168,7 +192,7 @@ def check(
     with html_written(html, report) as report:
         limits = thresholds(max_mismatch, rtol, max_near_ties, quantised_rtol, min_cosine, keep_quantisation)
         _run_and_exit(lambda: run_check(CheckRequest(source, target, calib, preprocess, limits,
-                                                     parse_shape(input_shape), report, trust_model_code)), quiet, as_json, html)
+                                                     parse_shape(input_shape), report, trust_model_code)), quiet, as_json, html, verbose)
 
 
 @app.command()
@@ -189,6 +213,7 @@ def localize(
     html: Optional[Path] = HtmlOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Validate TARGET against SOURCE and, when they disagree, say where and why (findings only; exit 0 verified, 1 not)."""
     from .pipeline import RepairRequest, run_localize
@@ -197,7 +222,7 @@ def localize(
         limits = thresholds(max_mismatch, rtol, max_near_ties, quantised_rtol, min_cosine)
         request = RepairRequest(source, target, calib, preprocess, limits, parse_shape(input_shape),
                                 report, trust_model_code, keep_quantisation=keep_quantisation)
-        _run_and_exit(lambda: run_localize(request), quiet, as_json, html)
+        _run_and_exit(lambda: run_localize(request), quiet, as_json, html, verbose)
 
 
 @app.command()
@@ -225,6 +250,7 @@ def repair(
     config: Optional[Path] = ConfigOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
+    verbose: bool = VerboseOption,
 ) -> None:
     """Localize and repair an existing conversion TARGET; write OUT only once it is verified against SOURCE."""
     from .hops.settings import with_isolation
@@ -235,7 +261,7 @@ def repair(
         request = RepairRequest(source, target, calib, preprocess, limits, parse_shape(input_shape),
                                 report, trust_model_code, output=output, force=force, allow_unverified=allow_unverified,
                                 keep_quantisation=keep_quantisation, trace_divergence=html is not None)
-        _run_and_exit(lambda: run_repair(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html)
+        _run_and_exit(lambda: run_repair(with_isolation(request, hop_timeout, hop_memory, converter_env, config)), quiet, as_json, html, verbose)
 
 
 @app.command("report")

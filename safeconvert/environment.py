@@ -36,7 +36,12 @@ def installed_version(distribution: str) -> str | None:
 
 def print_doctor(console: Console | None = None) -> int:
     """Print each component's version; return 0 when everything is present, else 1."""
+    import platform
+
+    from . import __version__
+
     console = console or Console()
+    console.print(f"safeconvert {__version__} (Python {platform.python_version()})")
     table = Table("component", "version", "used for")
     missing = 0
     for distribution, purpose in COMPONENTS:

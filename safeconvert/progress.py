@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ STAGE_LABELS = {
 }
 
 _display: Progress | None = None
+# Scratch folders and the name a user knows their contents by (the OUT a conversion is made for).
+_scratch_names: dict[Path, str] = {}
 
 
 def wanted(quiet: bool = False, as_json: bool = False) -> bool:
@@ -107,6 +110,32 @@ def stage_label(name: str) -> str:
     if name.startswith("convert:"):
         return f"converting with {name.split(':', 1)[1]}"
     return STAGE_LABELS.get(name, name.replace("_", " ").replace(":", ": "))
+
+
+@contextmanager
+def named(folder: Path, name: str) -> Iterator[None]:
+    """Show models built inside the scratch `folder` under `name` (e.g. "out.onnx (converted)").
+
+    Hops and repair candidates are written under internal names (hop1-tflite.tflite, repair-3.onnx); a person
+    watching the display knows only the source and OUT, so tasks name those instead.
+    """
+    key = Path(folder).absolute()
+    _scratch_names[key] = name
+    try:
+        yield
+    finally:
+        _scratch_names.pop(key, None)
+
+
+def display_name(path) -> str:
+    """A model's name as the user knows it: the name given to its scratch folder, else its file name."""
+    if not isinstance(path, (str, Path)):
+        return str(path)
+    absolute = Path(path).absolute()
+    for folder, name in _scratch_names.items():
+        if absolute.is_relative_to(folder):
+            return name
+    return absolute.name
 
 
 def active() -> bool:

@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formats import Format
-from ..wrappers.base import ConversionOptions, Converter
+from ..wrappers.base import ConversionOptions, Converter, TFLITE_OPTIONS
 
 
 class KeepFloatTfliteConverter(Converter):
     """Full-integer TFLite conversion with the named layers (and their activations) left in float."""
 
     name = "tflite-converter"
+    honoured_options = TFLITE_OPTIONS
     package = "tensorflow"
     sources = (Format.KERAS, Format.SAVEDMODEL)
     target = Format.TFLITE

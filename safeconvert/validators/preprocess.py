@@ -91,13 +91,28 @@ def resize_and_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def to_model_layout(batch_nhwc: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Lay a canonical NHWC batch out the way a model wants it (channels last or first)."""
-    channels = spec.channels
-    if channels == 1 and batch_nhwc.shape[-1] == 3:
+    held = batch_nhwc.shape[1:]
+    if spec.channels == 1 and batch_nhwc.shape[-1] == 3:
         batch_nhwc = batch_nhwc.mean(axis=-1, keepdims=True)
-    if channels not in (None, batch_nhwc.shape[-1]):
-        raise BadInputError(f"the model wants {channels} input channels, the calibration data has {batch_nhwc.shape[-1]}")
+    if not fits(batch_nhwc.shape[1:], spec):
+        raise BadInputError(f"your calibration set does not match the model's input {model_input_shape(spec)}: "
+                            f"its images are {held[0]}x{held[1]} with {held[2]} channel(s)")
     out = batch_nhwc if spec.layout == "NHWC" else np.transpose(batch_nhwc, (0, 3, 1, 2))
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def fits(image_hwc: tuple[int, ...], spec: InputSpec) -> bool:
+    """Whether an H x W x C item fits the model's input (a dynamic dimension takes any size).
+
+    Checked before the model runs: a framework's own shape error names its layers and tensors, not the
+    calibration set the user passed."""
+    wanted = (spec.height, spec.width, spec.channels)
+    return all(want in (None, have) for want, have in zip(wanted, image_hwc))
+
+
+def model_input_shape(spec: InputSpec) -> str:
+    """The model's input shape as a user reads it, e.g. (N,28,28,1): N for the batch, ? for dynamic sizes."""
+    return "(" + ",".join(["N"] + ["?" if d is None else str(d) for d in spec.shape[1:]]) + ")"
 
 
 def spatial_size(spec: InputSpec, fallback: int = 224) -> tuple[int, int]:

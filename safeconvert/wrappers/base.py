@@ -40,9 +40,10 @@ class ConversionOptions:
 
         return replace(self, tflite_optimizations=[], tflite_supported_types=[], tflite_int8=False)
 
-    def describe(self) -> dict:
-        """The options that shape numerics, for the report (no arrays)."""
-        return {
+    def describe(self, honoured: tuple[str, ...] | None = None) -> dict:
+        """The options that shape numerics, for the report (no arrays); only the `honoured` ones when given, so a
+        hop's record lists what its converter reads (a TFLite hop does not show torch.onnx's exporter choice)."""
+        described = {
             "opset": self.opset,
             "tflite_optimizations": list(self.tflite_optimizations),
             "tflite_supported_types": list(self.tflite_supported_types),
@@ -50,6 +51,13 @@ class ConversionOptions:
             "torch_dynamo": self.torch_dynamo,
             **({"tf2onnx_cli": self.tf2onnx_cli.describe()} if self.tf2onnx_cli is not None else {}),
         }
+        return described if honoured is None else {k: v for k, v in described.items() if k in honoured}
+
+
+# Every option ConversionOptions.describe reports; a converter that declares nothing is assumed to read them all.
+DESCRIBED_OPTIONS = ("opset", "tflite_optimizations", "tflite_supported_types", "tflite_int8", "torch_dynamo",
+                     "tf2onnx_cli")
+TFLITE_OPTIONS = ("tflite_optimizations", "tflite_supported_types", "tflite_int8")
 
 
 class Converter(abc.ABC):
@@ -63,6 +71,7 @@ class Converter(abc.ABC):
     package: str  # the distribution whose version is reported
     sources: tuple[Format, ...]
     target: Format
+    honoured_options: tuple[str, ...] = DESCRIBED_OPTIONS  # the ConversionOptions it reads (reports list only these)
 
     def version(self) -> str | None:
         try:

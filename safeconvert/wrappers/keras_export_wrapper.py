@@ -23,6 +23,7 @@ class KerasExportConverter(Converter):
     """Wraps keras.Model.export(format="tf_saved_model")."""
 
     name = "keras-export"
+    honoured_options = ()
     package = "keras"
     sources = (Format.KERAS,)
     target = Format.SAVEDMODEL

@@ -54,6 +54,7 @@ class Onnx2TfConverter(Converter):
     """Wraps onnx2tf.convert; this entry keeps the SavedModel it writes."""
 
     name = "onnx2tf"
+    honoured_options = ()
     package = "onnx2tf"
     sources = (Format.ONNX,)
     target = Format.SAVEDMODEL
@@ -100,6 +101,7 @@ class Onnx2TfTfliteConverter(Onnx2TfConverter):
     """
 
     name = "onnx2tf-tflite"
+    honoured_options = ("tflite_supported_types",)  # float16 only
     target = Format.TFLITE
 
     def _check_options(self, options: ConversionOptions) -> None:

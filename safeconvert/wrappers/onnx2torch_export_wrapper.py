@@ -33,6 +33,7 @@ class Onnx2TorchExportConverter(Converter):
     """Wraps onnx2torch.convert followed by torch.export.export and torch.export.save."""
 
     name = "onnx2torch-export"
+    honoured_options = ()
     package = "onnx2torch"
     sources = (Format.ONNX,)
     target = Format.TORCH_EXPORT

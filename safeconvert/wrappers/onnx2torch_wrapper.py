@@ -41,6 +41,7 @@ class Onnx2TorchConverter(Converter):
     """Wraps onnx2torch.convert, then traces and saves the result as TorchScript."""
 
     name = "onnx2torch"
+    honoured_options = ()
     package = "onnx2torch"
     sources = (Format.ONNX,)
     target = Format.TORCHSCRIPT

@@ -48,6 +48,7 @@ class OnnxTfConverter(Converter):
     """Wraps onnx_tf.backend.prepare(model).export_graph(DIR), through the standalone hop script."""
 
     name = "onnx-tf"
+    honoured_options = ()
     package = "onnx-tf"
     sources = (Format.ONNX,)
     target = Format.SAVEDMODEL

@@ -27,6 +27,7 @@ class Tf2OnnxConverter(Converter):
     """Wraps tf2onnx; the ONNX opset is `options.opset`, or tf2onnx's default when unset."""
 
     name = "tf2onnx"
+    honoured_options = ("opset", "tf2onnx_cli")
     package = "tf2onnx"
     sources = (Format.KERAS, Format.SAVEDMODEL, Format.TFLITE)
     target = Format.ONNX

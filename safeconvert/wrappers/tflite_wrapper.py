@@ -18,13 +18,14 @@ import numpy as np
 
 from ..errors import BadInputError, ConverterFailedError, one_line
 from ..formats import Format
-from .base import ConversionOptions, Converter
+from .base import ConversionOptions, Converter, TFLITE_OPTIONS
 
 
 class TfliteConverter(Converter):
     """Wraps tf.lite.TFLiteConverter (from_keras_model / from_saved_model)."""
 
     name = "tflite-converter"
+    honoured_options = TFLITE_OPTIONS
     package = "tensorflow"
     sources = (Format.KERAS, Format.SAVEDMODEL)
     target = Format.TFLITE

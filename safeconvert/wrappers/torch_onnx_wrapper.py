@@ -50,6 +50,7 @@ class TorchOnnxConverter(Converter):
     """Wraps torch.onnx.export; the opset is options.opset, or torch's default when unset."""
 
     name = "torch.onnx"
+    honoured_options = ("opset", "torch_dynamo")
     package = "torch"
     sources = (Format.TORCH_EXPORT, Format.TORCHSCRIPT)
     target = Format.ONNX
@@ -82,6 +83,7 @@ class TorchOnnxDynamoConverter(TorchOnnxConverter):
     """
 
     name = "torch.onnx-dynamo"
+    honoured_options = ("opset",)  # the exporter is this converter's choice
     sources = (Format.TORCH_EXPORT,)
 
     def availability(self) -> tuple[bool, str]:
@@ -99,6 +101,7 @@ class TorchOnnxTorchScriptConverter(TorchOnnxConverter):
     exporter for TorchScript sources; it keeps BatchNormalization as a node and writes opsets below 18 natively."""
 
     name = "torch.onnx-torchscript"
+    honoured_options = ("opset",)  # the exporter is this converter's choice
 
     def convert(self, src: Path, src_format: Format, out: Path, options: ConversionOptions) -> None:
         super().convert(src, src_format, out, replace(options, torch_dynamo=False))
