@@ -5,8 +5,12 @@ directory is moved into place with a rename, which is atomic on POSIX. Placing (
 per OUT (a lock file beside it), so concurrent runs on one OUT take turns, and without --force it creates
 OUT exclusively (a hard link for a file, a no-replace rename for a directory): a file that appeared at OUT
 during the run is never replaced. An ONNX model with external data is placed with its data, which is copied
-into one file named after OUT and its contents (`OUT.<hash>.data`) and placed first; OUT itself, renamed
-last, is what makes the new model visible, so it never refers to a data file of another model.
+into one file named after OUT and its contents (`OUT.<hash>.data`: the same inputs give the same bytes) and
+placed first. That name can be predicted, so it is claimed exclusively: whatever is found there is never
+adopted or followed. A regular file with the same bytes is replaced by safeconvert's own copy (a hard link
+into someone's file would let later edits of that file change OUT); a link, or a file with other bytes, is
+replaced only with --force (else exit 2). OUT itself, renamed last, is what makes the new model visible,
+so it never refers to a data file of another model. The lock file is opened without following links.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
@@ -25,7 +30,7 @@ from typing import Iterator
 
 from .errors import BadInputError
 from .model_files import file_digest, is_onnx_file, model_digest
-from .safety.signals import raise_if_signalled, signals_deferred
+from .safety.signals import raise_if_signalled, scratch_tracked, signals_deferred
 
 SCRATCH_PREFIX = ".safeconvert-"
 LOCK_WAIT_SECONDS = 30.0  # placing takes a rename or two: a lock held longer belongs to a stuck run
@@ -47,6 +52,50 @@ def check_output_path(out: Path, force: bool) -> None:
         raise BadInputError(f"{out} is a non-empty directory that is not a SavedModel; refusing to replace it")
 
 
+def check_report_paths(reports: dict[str, Path | None], models: dict[str, Path | None]) -> None:
+    """Fail before any work when a report would be written over a model or over another report.
+
+    `reports` and `models` map what each path is called in the message ("--report", "OUT") to the path. A
+    report path is refused when it resolves (links followed) to a model's path, to any file of the model
+    (external data, a SavedModel's files), into a model's directory, onto a data file OUT would be placed
+    with, or when it is the same file (a hard link) as any of them."""
+    named = [(label, Path(path)) for label, path in reports.items() if path is not None]
+    guarded = [(label, Path(path)) for label, path in models.items() if path is not None]
+    for index, (label, report) in enumerate(named):
+        for other_label, other in guarded + named[:index]:
+            if _writes_over(report, other, is_model=(other_label, other) in guarded):
+                raise BadInputError(f"{label} {report} would overwrite {other_label} ({other}); "
+                                    f"write the report somewhere else")
+
+
+def _writes_over(report: Path, model: Path, is_model: bool) -> bool:
+    real_report, real_model = Path(os.path.realpath(report)), Path(os.path.realpath(model))
+    if real_report == real_model or (model.is_dir() and real_report.is_relative_to(real_model)):
+        return True
+    if is_model and real_report.parent == real_model.parent and \
+            real_report.name.startswith(f"{real_model.name}.") and real_report.name.endswith(".data"):
+        return True  # a data file OUT is (or will be) placed with
+    files = [model]
+    if is_model and model.exists():
+        from .model_files import model_files
+
+        try:
+            files = [f.path for f in model_files(model)]
+        except BadInputError:  # a model refused for its files: loading it says why
+            files = [model]
+    return any(_same_file_path(report, path) for path in files)
+
+
+def _same_file_path(a: Path, b: Path) -> bool:
+    """One file under two names: the same real path, or a hard link (samefile, when both exist)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 @contextmanager
 def scratch_dir(near: Path) -> Iterator[Path]:
     """A temporary directory beside `near`, removed whatever happens."""
@@ -55,7 +104,8 @@ def scratch_dir(near: Path) -> Iterator[Path]:
     try:
         with signals_deferred():  # a Ctrl-C right after mkdtemp must not leave the directory unrecorded
             path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
-        yield path
+        with scratch_tracked(path):  # removed too if a signal has to end a run stuck in native code
+            yield path
     finally:
         if path is not None:
             with signals_deferred():  # a second Ctrl-C must not cut the cleanup short
@@ -124,7 +174,7 @@ def output_lock(out: Path, wait_seconds: float | None = None) -> Iterator[None]:
     path = out.parent / f"{SCRATCH_PREFIX}lock-{out.name}"
     deadline = time.monotonic() + (LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds)
     while True:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        handle = _open_lock_file(path)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -141,6 +191,17 @@ def output_lock(out: Path, wait_seconds: float | None = None) -> Iterator[None]:
     finally:
         Path(path).unlink(missing_ok=True)
         os.close(handle)
+
+
+def _open_lock_file(path: Path) -> int:
+    """Create or open the lock file, never through a link: a link planted at its name would have the lock
+    create a file wherever it points."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise BadInputError(f"the lock file {path} is a symbolic link; remove it and run again") from None
+        raise
 
 
 def _same_file(path: Path, handle: int) -> bool:
@@ -242,8 +303,7 @@ def _place_file(staged: Path, out: Path, force: bool) -> None:
     try:
         for data in data_files:
             final = out.with_name(data.name)
-            if not (final.is_file() and file_digest(final) == file_digest(data)):
-                os.replace(data, final)
+            if _place_data_file(data, final, force):
                 placed.append(final)
         if force:
             if out.is_dir() and not out.is_symlink():
@@ -257,6 +317,26 @@ def _place_file(staged: Path, out: Path, force: bool) -> None:
             final.unlink(missing_ok=True)
         raise
     _remove_earlier_data_files(out, keep={data.name for data in data_files})
+
+
+def _place_data_file(data: Path, final: Path, force: bool) -> bool:
+    """Claim the data file's name exclusively (a hard link, then the staged name goes); True when the name was
+    free. What is found there is never kept nor followed (see the module docstring): it is replaced by the
+    staged file itself, a rename that swaps the entry and leaves a link's target alone."""
+    try:
+        os.link(data, final)
+    except FileExistsError:
+        found = os.lstat(final)
+        if stat.S_ISDIR(found.st_mode):
+            raise BadInputError(f"{final} is a directory, and OUT's data file would take its name") from None
+        same_bytes = stat.S_ISREG(found.st_mode) and file_digest(final) == file_digest(data)
+        if not (force or same_bytes):
+            raise BadInputError(f"{final} exists, and OUT's data file would take its name; "
+                                f"pass --force to replace it") from None
+        os.replace(data, final)
+        return False
+    data.unlink()
+    return True
 
 
 def _link_exclusively(staged: Path, out: Path) -> None:

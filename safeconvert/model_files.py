@@ -46,9 +46,10 @@ def model_files(path: Path) -> list[ModelFile]:
 def model_digest(path: Path) -> str:
     """sha256 over every file of the model with its relative name and size (a renamed file is a change).
 
-    Remembered per (file, size, mtime) of each file, so a run that asks twice reads a large model once."""
+    Remembered per identity of each file (path, size, times, inode), so a run that asks twice reads a large
+    model once."""
     files = model_files(Path(path))
-    identity = tuple((f.name, str(f.path.resolve()), *_size_and_mtime(f.path)) for f in files)
+    identity = tuple((f.name, *_identity(f.path)) for f in files)
     if identity not in _DIGESTS:
         hasher = hashlib.sha256()
         for file in files:
@@ -59,10 +60,13 @@ def model_digest(path: Path) -> str:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of one file's bytes."""
-    hasher = hashlib.sha256()
-    _hash_file_into(hasher, Path(path))
-    return hasher.hexdigest()
+    """sha256 of one file's bytes, remembered per file identity (path, size, times, inode) like model_digest."""
+    identity = ("file", *_identity(Path(path)))
+    if identity not in _DIGESTS:
+        hasher = hashlib.sha256()
+        _hash_file_into(hasher, Path(path))
+        _DIGESTS[identity] = hasher.hexdigest()
+    return _DIGESTS[identity]
 
 
 def newest_mtime_ns(path: Path) -> int:
@@ -197,6 +201,14 @@ def _directory_files(root: Path) -> list[ModelFile]:
 
     walk(root, "", (real_root,))
     return files
+
+
+def _identity(path: Path) -> tuple:
+    """What changes whenever a file's bytes may have: its real path, size, modification and change times
+    (the change time cannot be set back, unlike the modification time), device and inode (a file renamed
+    over it)."""
+    found = Path(path).stat()
+    return (str(Path(path).resolve()), found.st_size, found.st_mtime_ns, found.st_ctime_ns, found.st_dev, found.st_ino)
 
 
 def _size_and_mtime(path: Path) -> tuple[int, int]:

@@ -12,13 +12,14 @@ from typing import Iterator
 
 import numpy as np
 
-from .atomic import check_output_path, place_model, scratch_dir
+from . import progress
+from .atomic import check_output_path, check_report_paths, place_model, scratch_dir
 from .errors import EXIT_NOT_VERIFIED, EXIT_VERIFIED, BadInputError, ConverterFailedError, SafeConvertError, one_line
 from .formats import Format, detect_format, format_for_output
 from .hops.fallback import DROPPED, KEPT, Attempt, RouteQueue, hop_name, tool_finding
 from .hops.run import ERROR, PendingHop, convert_isolated
 from .hops.settings import Isolation
-from .report import Hop, Report
+from .report import Hop, Report, rendered_pages
 from .routes import hop_alternatives, plan_route
 from .timing import Stopwatch
 from .runners import Runner, load_runner
@@ -84,6 +85,7 @@ class Outcome:
 
 def run_convert(request: ConvertRequest) -> Outcome:
     """Convert, validate, and write OUT only if verified (or if the user allows unverified output)."""
+    check_report_paths_of(request)
     source, output = Path(request.source), Path(request.output)
     report = Report(command="convert", source={"path": str(source)}, target={"path": str(output)},
                     thresholds=vars(request.thresholds))
@@ -100,7 +102,8 @@ def run_convert(request: ConvertRequest) -> Outcome:
             preset = check_preset(request.preprocess or default_preset(src_format))
             calib = load_calibration(request.calib)
         report.source["format"], report.target["format"] = src_format.value, dst_format.value
-        with scratch_dir(output) as work, _first_hop_started(source, src_format, route, request, work) as cache:
+        with scratch_dir(output) as work, progress.named(work, f"the conversion to {output.name}"), \
+                _first_hop_started(source, src_format, route, request, work) as cache:
             with clock.stage("load_source"):  # meanwhile the first hop converts in its child
                 source_runner = load_source(source, src_format, request.options.input_shape, calib, preset)
             report.source["input"] = source_runner.spec.to_dict()
@@ -119,6 +122,7 @@ def run_convert(request: ConvertRequest) -> Outcome:
 
 def run_check(request: CheckRequest) -> Outcome:
     """Validate an existing conversion: nothing is converted or written (except the report)."""
+    check_report_paths_of(request)
     report = _existing_report("check", request)
     outcome = Outcome(report)
     with _reported(report, request.report_path):
@@ -152,6 +156,7 @@ def run_localize(request: RepairRequest) -> Outcome:
     """Validate an existing conversion and, when it disagrees, localize the faults (no repair)."""
     from .localize.engine import localize
 
+    check_report_paths_of(request)
     report = _existing_report("localize", request)
     outcome = Outcome(report)
     clock = Stopwatch(report.timings)
@@ -173,6 +178,7 @@ def run_repair(request: RepairRequest) -> Outcome:
     """Repair an existing faulty conversion; write OUT (in TARGET's format) only once verified."""
     from .repair.loop import RepairSession, repair_until_verified
 
+    check_report_paths_of(request)
     output = Path(request.output)
     report = _existing_report("repair", request)
     report.target["output"] = str(output)
@@ -184,7 +190,7 @@ def run_repair(request: RepairRequest) -> Outcome:
         if format_for_output(output, existing.target_format.value) is not existing.target_format:
             raise BadInputError(f"the repaired model keeps TARGET's format ({existing.target_format.value}): "
                                 f"name OUT accordingly")
-        with scratch_dir(output) as work:
+        with scratch_dir(output) as work, progress.named(work, f"a repair of {Path(request.target).name}"):
             final = Path(request.target)
             if not report.verified:
                 report.metrics_before_repair = report.metrics
@@ -306,9 +312,21 @@ def _to_torchscript(onnx: Path, out: Path, isolation: Isolation) -> None:
     convert_isolated(Onnx2TorchConverter(), onnx, Format.ONNX, out, ConversionOptions(), isolation)
 
 
+def check_report_paths_of(request: CheckRequest | ConvertRequest, **more: Path | None) -> None:
+    """Refuse, before any work, a report path (or a page rendered from the report) that would overwrite
+    SRC, TARGET, OUT, a file of theirs, the calibration set, or the other report (atomic.check_report_paths)."""
+    reports = {"the report": request.report_path, **{"the page": page for page in rendered_pages()}}
+    models = {"SRC": request.source, "TARGET": getattr(request, "target", None),
+              "OUT": getattr(request, "output", None), "the calibration set": request.calib, **more}
+    check_report_paths(reports, models)
+
+
 @contextmanager
 def _reported(report: Report, report_path: Path | None) -> Iterator[None]:
-    """Record a failure in the report, and write the report (when asked) whatever the outcome."""
+    """Record a failure in the report, and write the report (when asked) whatever the outcome; say in it
+    when the cache was not used because others could write it (user_cache.cache_notices)."""
+    from .user_cache import cache_notices
+
     try:
         yield
     except SafeConvertError as exc:
@@ -318,6 +336,7 @@ def _reported(report: Report, report_path: Path | None) -> Iterator[None]:
         report.error, report.exit_code = describe_failure(exc), exit_code_for(exc)
         raise
     finally:
+        report.notes += [note for note in cache_notices() if note not in report.notes]
         if report_path is not None:
             report.write(Path(report_path))
 
@@ -558,7 +577,7 @@ def _run_hop(converter: Converter, src: Path, src_format: Format, out: Path, mad
         source_format=src_format.value,
         target_format=converter.target.value,
         seconds=round(run.seconds, 3),
-        options=made.options.describe(),
+        options=made.options.describe(converter.honoured_options),
         numeric_options=converter.numeric_options(made.options),
         interpreter=run.interpreter,
     )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,7 @@ class Report:
     output: str | None = None  # the path written, or None when nothing was written
     error: str | None = None
     exit_code: int = 0
+    notes: list[str] = field(default_factory=list)  # what the run chose not to use, and why (an unsafe cache)
     safeconvert_version: str = __version__
     schema_version: int = SCHEMA_VERSION
     python: str = field(default_factory=platform.python_version)
@@ -65,6 +69,24 @@ class Report:
         from .atomic import write_bytes_atomically
 
         write_bytes_atomically(Path(path), (self.to_json() + "\n").encode())
+
+
+_PAGES: ContextVar[tuple[Path, ...]] = ContextVar("safeconvert_report_pages", default=())
+
+
+@contextmanager
+def pages_rendered(*pages: Path | None) -> Iterator[None]:
+    """Declare the files a caller will render from the report once the run ends (the CLI's --html page), so
+    the run refuses them up front like the report path itself (pipeline.check_report_paths_of)."""
+    token = _PAGES.set(tuple(Path(p) for p in pages if p is not None))
+    try:
+        yield
+    finally:
+        _PAGES.reset(token)
+
+
+def rendered_pages() -> tuple[Path, ...]:
+    return _PAGES.get()
 
 
 def _json_safe(value):

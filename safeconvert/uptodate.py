@@ -20,8 +20,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import SafeConvertError
-from .model_files import model_digest, newest_mtime_ns
-from .pipeline import ConvertRequest, Outcome, run_convert
+from .model_files import file_digest, model_digest, newest_mtime_ns
+from .pipeline import ConvertRequest, Outcome, check_report_paths_of, run_convert
 from .report import Hop, Report
 
 SIDECAR_SUFFIX = ".safeconvert.json"
@@ -35,6 +35,7 @@ def sidecar_path(output: Path) -> Path:
 def convert_if_needed(request: ConvertRequest) -> Outcome:
     """`run_convert`, unless OUT is already the verified conversion of these source bytes with these settings
     (never with --force: that asks to convert again)."""
+    check_report_paths_of(request, **{"OUT's record": sidecar_path(request.output)})  # the report goes first
     previous = None if request.force else previous_report(request)
     if previous is not None:
         if request.report_path is not None:
@@ -139,11 +140,13 @@ def _read_sidecar(path: Path) -> dict | None:
 
 
 def _calibration_identity(calib: Path | None) -> object:
-    """Which calibration items, cheaply: names, sizes and modification times (the packaged set: by version)."""
+    """Which calibration items: names and bytes (the packaged set: by version). Sizes and times would miss
+    new pixels written with the old size and time; the digests are remembered per file identity
+    (model_files.file_digest), so asking twice in a run reads the images once."""
     if calib is None:
         return "packaged"
     path = Path(calib).resolve()
     if not path.exists():
         return str(path)
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    return [str(path)] + [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return [str(path)] + [[f.name, file_digest(f)] for f in files]

@@ -13,6 +13,11 @@ Where: $SAFECONVERT_CACHE_DIR, else $XDG_CACHE_HOME/safeconvert, else ~/.cache/s
 SAFECONVERT_CACHE_DIR=off turns the cache off. A cache that cannot be read or written is skipped silently:
 it only ever saves time, it never changes a result.
 
+The cache is trusted like the code: a stored source output decides a verdict. So it is used only when its
+folders and entries belong to the current user and nobody else may write them (created with mode 0700);
+otherwise it is skipped, and the run's report says so once (cache_notices). A cache restored from another
+(untrusted) CI job passes that check: never restore one, or run with SAFECONVERT_CACHE_DIR=off.
+
 Every key covers all files of the model (model_files.py: ONNX external data, a SavedModel's files through
 its links), and every entry's name also covers safeconvert's version and the environment switches known to
 change a framework's numerics (NUMERICS_ENV_VARS). Each entry starts with the sha256 of its payload: an
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -64,12 +70,64 @@ def context_digest() -> str:
 
 
 def cache_root() -> Path | None:
-    """The cache folder the user chose (or the usual per-user default); None when turned off."""
+    """The cache folder the user chose (or the usual per-user default); None when turned off, or when it
+    exists but others could write it (a notice says so: cache_notices)."""
     chosen = os.environ.get(ENV_VAR)
     if chosen is not None:
-        return None if chosen.strip().lower() in ("", "off", "0", "none") else Path(chosen).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "safeconvert"
+        if chosen.strip().lower() in ("", "off", "0", "none"):
+            return None
+        root = Path(chosen).expanduser()
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "safeconvert"
+    try:
+        found = os.stat(root)
+    except OSError:
+        return root  # not made yet: store() creates it, private
+    return root if _trusted(root, found, directory=True) else None
+
+
+_NOTICES: list[str] = []
+
+
+def cache_notices() -> list[str]:
+    """Why the cache was skipped in this process, once per reason (the report's notes)."""
+    return list(_NOTICES)
+
+
+def _trusted(path: Path, found: os.stat_result, directory: bool) -> bool:
+    """Ours, of the expected kind, and writable by nobody else; else skipped, with a notice."""
+    kind_ok = stat.S_ISDIR(found.st_mode) if directory else stat.S_ISREG(found.st_mode)
+    problem = ("is not a " + ("folder" if directory else "regular file")) if not kind_ok else \
+        "belongs to another user" if found.st_uid != os.getuid() else \
+        "is writable by other users" if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH) else None
+    if problem is None:
+        return True
+    note = (f"the cache was not used: {path} {problem} (cached results are trusted like the code; "
+            f"fix its owner and mode, or set {ENV_VAR}=off)")
+    if note not in _NOTICES:
+        _NOTICES.append(note)
+    return False
+
+
+def _read_trusted(path: Path) -> bytes | None:
+    """An entry's bytes, read without following a link, when it passes _trusted (None otherwise)."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(handle, "rb") as stream:
+        if not _trusted(path, os.fstat(handle), directory=False):
+            return None
+        return stream.read()
+
+
+def _private_folder(path: Path) -> bool:
+    """Create a cache folder (mode 0700) if missing; whether it can be trusted."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        return _trusted(path, os.lstat(path), directory=True)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -93,10 +151,15 @@ class CacheFolder:
         root = cache_root()
         if root is None:
             return None
-        entry = self.entry(root, key)
         try:
-            data = entry.read_bytes()
+            folder = os.lstat(self.folder(root))
         except OSError:
+            return None
+        if not _trusted(self.folder(root), folder, directory=True):
+            return None
+        entry = self.entry(root, key)
+        data = _read_trusted(entry)
+        if data is None:
             return None
         checksum, payload = data[:_CHECKSUM_BYTES], data[_CHECKSUM_BYTES:]
         if len(checksum) != _CHECKSUM_BYTES or hashlib.sha256(payload).digest() != checksum:
@@ -122,7 +185,9 @@ class CacheFolder:
             return
         folder = self.folder(root)
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            root.parent.mkdir(parents=True, exist_ok=True)
+            if not (_private_folder(root) and _private_folder(folder)):
+                return
             write_bytes_atomically(self.entry(root, key), hashlib.sha256(data).digest() + data)
             for old in self.entries(root)[self.max_entries:]:
                 old.unlink(missing_ok=True)

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..report import pages_rendered
+
 
 @contextmanager
 def html_written(html: Path | None, report_json: Path | None) -> Iterator[Path | None]:
@@ -19,16 +21,29 @@ def html_written(html: Path | None, report_json: Path | None) -> Iterator[Path |
         return
     scratch = None if report_json is not None else Path(tempfile.mkdtemp(prefix="safeconvert-report-"))
     json_path = Path(report_json) if report_json is not None else scratch / "report.json"
+    before = _stamp(json_path)  # a report left by an earlier run is never rendered as this run's page
     try:
-        yield json_path
+        with pages_rendered(html):  # the run refuses a page that would overwrite a model, like --report
+            yield json_path
     except BaseException as exc:
-        _render(json_path, Path(html), strict=_is_normal_exit(exc))
+        if _stamp(json_path) != before:
+            _render(json_path, Path(html), strict=_is_normal_exit(exc))
         raise
     else:
-        _render(json_path, Path(html), strict=True)
+        if _stamp(json_path) != before:
+            _render(json_path, Path(html), strict=True)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Which file is at `path` (reports are written by a rename: a new one is a new inode)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
 
 
 def check_page_path(html: Path, option: str = "--html") -> None:
