@@ -3,6 +3,13 @@
 Every output of the model is compared (`compare_all`): a detector's box head counts as much as its logits.
 Outputs are matched between source and target by name, else by position, else by a unique shape
 (`match_outputs`); each gets its own metrics and its own robust scale (`robust_scale`).
+
+Non-finite values (NaN, +inf, -inf) are compared by pattern, not by arithmetic: `inf - inf` is NaN and every
+comparison with NaN is false, so a difference taken through them would let anything pass. The target must be
+non-finite exactly where the source is (NaN for NaN, the same sign of inf, finite where the source is finite:
+`nonfinite_mismatches`); the numbers are compared where both are finite, on a scale taken from the source's
+finite values. An output the source gives no finite value for cannot be checked numerically at all
+(`source_finite_values` 0): the verdict then fails and says so.
 """
 
 from __future__ import annotations
@@ -10,10 +17,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 
 # Below this source top-1/top-2 logit margin a label flip can come from float noise alone.
 NEAR_TIE_MARGIN = 1e-3
+
+# When the calibration images do not vary (identical images), an output's scale falls back to a robust range
+# within each image: twice this percentile of |x - median(x)|. A percentile, not max - min: a class masked
+# with -1e9 is one value out of many and must not set the scale (up to a quarter of the values may be such).
+FALLBACK_SPREAD_PERCENTILE = 75
+
+# Per-position check: each value's move is judged against its own spread across images, floored at this share
+# of its output's scale (a value that hardly varies is then held to a tenth of the output-level tolerance,
+# not to zero: float noise on it stays acceptable). It catches one output holding values of very different
+# sizes, where the output's scale is set by the largest part.
+POSITION_SCALE_FLOOR = 0.1
 
 
 @dataclass
@@ -45,6 +65,11 @@ class OutputMetrics:
     min_cosine: float  # the worst image's cosine similarity, on values centred as robust_scale centres them
     top1_mismatches: int
     shape_matches: bool = True
+    source_finite_values: int = -1  # source values that are finite (0: nothing can be compared numerically)
+    nonfinite_mismatches: int = 0  # values where the target's NaN/inf pattern differs from the source's
+    position_relative_diff: float = 0.0  # worst value's |diff| over its own spread across images (see position_spread)
+    worst_position: int = -1  # that value's index within an image (flattened)
+    single_image_relative_diff: float | None = None  # target run one image at a time vs batched, over the scale
 
 
 @dataclass
@@ -67,6 +92,13 @@ class Metrics:
     outputs: list[OutputMetrics] = field(default_factory=list)  # every output, the first (these fields) included
     output_matching: str = "position"  # how target outputs were paired with the source's: name | position | shape
     unmatched_outputs: str | None = None  # why the outputs could not be paired (then nothing is verified)
+    source_finite_values: int = -1  # of the first output (see OutputMetrics)
+    nonfinite_mismatches: int = 0  # of the first output (see OutputMetrics)
+    position_relative_diff: float = 0.0  # of the first output (see OutputMetrics)
+    worst_position: int = -1
+    worst_image: int = -1  # the image where the target moved most relative to each output's scale
+    worst_image_relative: float = 0.0  # that move, as a share of the scale (inf: a NaN/inf pattern differs)
+    single_images: list[int] = field(default_factory=list)  # images also run through the target one at a time
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,20 +124,63 @@ def robust_scale(source: np.ndarray) -> tuple[np.ndarray, float]:
     to image, the size a fault has to be compared with. The largest deviation per image keeps sparse
     outputs (a softmax, whose mass sits in one value per image) at their real size, where a percentile
     over all values would see only the near-zero rest; the median over images keeps one odd image from
-    setting the scale. With fewer than two images, or outputs that do not vary at all, nothing tells a
-    constant from a value: the centre is then each image's own median and the scale each image's range
-    (max - min), as before - a masking constant is then not discounted.
+    setting the scale.
+
+    Only distinct images count: identical rows (one photo repeated) would otherwise make the median
+    deviation zero. Only finite values count (NaN/inf are compared by pattern, see the module docstring).
+    With fewer than two distinct images, or outputs that do not vary, nothing tells a constant from a
+    value: the scale is then a robust range within each image, twice the FALLBACK_SPREAD_PERCENTILE-th
+    percentile of |x - median(x)| (median over images), so a masking constant still does not set it.
     """
     values = source.reshape(len(source), -1).astype(np.float64)
     if values.size == 0:
         return np.zeros((1, values.shape[1] if values.ndim == 2 else 0)), 0.0
-    if len(values) >= 2:
-        centre = np.median(values, axis=0, keepdims=True)
-        scale = float(np.median(np.abs(values - centre).max(axis=1)))
-        if scale > 0:
-            return centre, scale
-    centre = np.median(values, axis=1, keepdims=True)
-    return centre, float(np.median(values.max(axis=1) - values.min(axis=1)))
+    values = np.where(np.isfinite(values), values, np.nan)
+    if np.isnan(values).all():
+        return np.full((1, values.shape[1]), np.nan), 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: values the source never gives finite
+        distinct = distinct_rows(values)
+        if len(distinct) >= 2:
+            centre = np.nanmedian(distinct, axis=0, keepdims=True)
+            scale = float(np.nanmedian(np.nanmax(np.abs(distinct - centre), axis=1)))
+            if scale > 0:
+                return centre, scale
+        centre = np.nanmedian(values, axis=1, keepdims=True)
+        spread = np.nanpercentile(np.abs(distinct - np.nanmedian(distinct, axis=1, keepdims=True)),
+                                  FALLBACK_SPREAD_PERCENTILE, axis=1, method="lower")
+        scale = 2.0 * float(np.nanmedian(spread))
+    return centre, scale if np.isfinite(scale) else 0.0
+
+
+def distinct_rows(values: np.ndarray) -> np.ndarray:
+    """The rows of (images, values) with repeats removed (NaN rows compare equal to each other here)."""
+    if len(values) < 2:
+        return values
+    key = np.where(np.isnan(values), np.inf, values)
+    _, first = np.unique(key, axis=0, return_index=True)
+    return values[np.sort(first)]
+
+
+def position_spread(source: np.ndarray) -> np.ndarray | None:
+    """Each value's own spread across the distinct images, (values,): the median of |x - its median|.
+
+    None with fewer than two distinct images (no spread can be seen)."""
+    values = source.reshape(len(source), -1).astype(np.float64)
+    values = distinct_rows(np.where(np.isfinite(values), values, np.nan))
+    if len(values) < 2:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = np.nanmedian(np.abs(values - np.nanmedian(values, axis=0, keepdims=True)), axis=0)
+    return np.nan_to_num(spread, nan=0.0)
+
+
+def nonfinite_mismatch(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """Where the target's NaN/inf pattern differs from the source's: NaN must meet NaN, inf the same inf, and
+    a finite source value a finite target value."""
+    same = (src == tgt) | (np.isnan(src) & np.isnan(tgt))
+    return (~np.isfinite(src) | ~np.isfinite(tgt)) & ~same
 
 
 def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str], paths: list | None = None) -> Metrics:
@@ -118,14 +193,23 @@ def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str], pa
     tgt = target.reshape(len(target), -1).astype(np.float64)
     if src.shape != tgt.shape:
         return _shape_mismatch(src, tgt)
-    src_order, tgt_order = np.argsort(-src, axis=1), np.argsort(-tgt, axis=1)
+    if src.shape[1] == 0:
+        return _empty(src)
+    src_ranked, tgt_ranked = _for_ranking(src), _for_ranking(tgt)
+    src_order, tgt_order = np.argsort(-src_ranked, axis=1, kind="stable"), np.argsort(-tgt_ranked, axis=1, kind="stable")
     src_top1, tgt_top1 = src_order[:, 0], tgt_order[:, 0]
     k = min(5, src.shape[1])
     same_top5 = [set(a[:k]) == set(b[:k]) for a, b in zip(src_order, tgt_order)]
-    diff = np.abs(src - tgt)
+    both_finite = np.isfinite(src) & np.isfinite(tgt)
+    with np.errstate(invalid="ignore"):  # inf - inf where both are non-finite: masked out
+        diff = np.where(both_finite, np.abs(src - tgt), 0.0)
+    pattern = nonfinite_mismatch(src, tgt)
     mismatched = np.flatnonzero(src_top1 != tgt_top1)
     centre, scale = robust_scale(src)
     image_diff = diff.max(axis=1)
+    centred = np.where(both_finite, src - centre, 0.0), np.where(both_finite, tgt - centre, 0.0)
+    image_relative = np.where(pattern.any(axis=1), np.inf, [relative(d, scale) for d in image_diff])
+    position, worst_position = _position_relative(src, diff, scale)
     return Metrics(
         images=len(src),
         top1_agreement=float(np.mean(src_top1 == tgt_top1)),
@@ -133,13 +217,41 @@ def compare_outputs(source: np.ndarray, target: np.ndarray, names: list[str], pa
         top5_agreement=float(np.mean(same_top5)),
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),
-        cosine_similarity=float(np.mean(_cosine(src, tgt))),
-        source_output_range=float(src.max() - src.min()),
+        cosine_similarity=float(np.mean(_cosine(np.where(both_finite, src, 0.0), np.where(both_finite, tgt, 0.0)))),
+        source_output_range=_finite_range(src),
         output_size=int(src.shape[1]),
-        disagreements=[_disagreement(i, names, src, src_order, tgt_order, paths, float(image_diff[i])) for i in mismatched],
+        disagreements=[_disagreement(i, names, src_ranked, src_order, tgt_order, paths, float(image_diff[i]))
+                       for i in mismatched],
         source_scale=scale,
-        min_cosine=float(np.min(_cosine(src - centre, tgt - centre))),
+        min_cosine=float(np.min(_cosine(*centred))),
+        source_finite_values=int(np.isfinite(src).sum()),
+        nonfinite_mismatches=int(pattern.sum()),
+        position_relative_diff=position,
+        worst_position=worst_position,
+        worst_image=int(np.argmax(image_relative)),
+        worst_image_relative=float(np.max(image_relative)),
     )
+
+
+def _for_ranking(values: np.ndarray) -> np.ndarray:
+    """Values to rank labels by: NaN ranks below everything (argsort would otherwise put it first)."""
+    return np.where(np.isnan(values), -np.inf, values)
+
+
+def _finite_range(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.max() - finite.min()) if finite.size else 0.0
+
+
+def _position_relative(src: np.ndarray, diff: np.ndarray, scale: float) -> tuple[float, int]:
+    """The worst value's |diff| over its own spread across images (floored at POSITION_SCALE_FLOOR x scale),
+    and its position; (0, -1) when no spread can be seen (fewer than two distinct images, or a zero scale)."""
+    spread = position_spread(src)
+    if spread is None or not scale > 0:
+        return 0.0, -1
+    ratio = (diff / np.maximum(spread, POSITION_SCALE_FLOOR * scale)).max(axis=0)
+    worst = int(np.argmax(ratio))
+    return float(ratio[worst]), worst
 
 
 def source_margins(source: np.ndarray) -> np.ndarray:
@@ -182,11 +294,19 @@ def _shape_mismatch(src: np.ndarray, tgt: np.ndarray) -> Metrics:
         max_abs_diff=float("inf"),
         mean_abs_diff=float("inf"),
         cosine_similarity=0.0,
-        source_output_range=float(src.max() - src.min()) if src.size else 0.0,
+        source_output_range=_finite_range(src),
         output_shape_matches=False,
         source_scale=robust_scale(src)[1] if src.size else 0.0,
         min_cosine=0.0,
     )
+
+
+def _empty(src: np.ndarray) -> Metrics:
+    """Metrics of an output that holds no values per image on either side (shape [N, 0]): nothing to compare,
+    which the verdict says (no label, no difference can be read from it)."""
+    return Metrics(images=len(src), top1_agreement=1.0, top1_mismatches=0, top5_agreement=1.0, max_abs_diff=0.0,
+                   mean_abs_diff=0.0, cosine_similarity=1.0, source_output_range=0.0, output_size=0,
+                   source_finite_values=0)
 
 
 def compare_all(source: list, target: list, names: list[str], paths: list | None = None) -> Metrics:
@@ -204,7 +324,38 @@ def compare_all(source: list, target: list, names: list[str], paths: list | None
     metrics = per_output[0]
     metrics.outputs = [_summary(source[i].name, target[j].name, m) for (i, j), m in zip(pairs, per_output)]
     metrics.output_matching = how
+    worst = max(per_output, key=lambda m: m.worst_image_relative)
+    metrics.worst_image, metrics.worst_image_relative = worst.worst_image, worst.worst_image_relative
     return metrics
+
+
+def compare_single_runs(metrics: Metrics, batched: list, single: dict[int, list]) -> None:
+    """Record how far the target's outputs on some images run alone (batch of one; `single` by image index)
+    are from its batched outputs on them, per output, as a share of that output's scale.
+
+    A target whose numbers depend on the batch (batch statistics left in, a batch-size branch) can agree
+    with the source in batches and not one image at a time, which is how most deploy it."""
+    by_name = {o.name: o for o in batched}
+    metrics.single_images = sorted(single)
+    for output in metrics.outputs:
+        if output.target_name not in by_name or not output.shape_matches or output.values == 0:
+            continue
+        worst = 0.0
+        for index, outputs in single.items():
+            alone = next((o for o in outputs if o.name == output.target_name), None)
+            together = _rows(by_name[output.target_name].values[index:index + 1])
+            if alone is None or _rows(alone.values).shape != together.shape:
+                worst = float("inf")
+                continue
+            alone_rows = _rows(alone.values)
+            if nonfinite_mismatch(together, alone_rows).any():
+                worst = float("inf")
+                continue
+            both = np.isfinite(together) & np.isfinite(alone_rows)
+            with np.errstate(invalid="ignore"):
+                moved = float(np.where(both, np.abs(together - alone_rows), 0.0).max())
+            worst = max(worst, relative(moved, output.scale))
+        output.single_image_relative_diff = worst
 
 
 def match_outputs(source: list, target: list) -> tuple[list[tuple[int, int]], str, str | None]:
@@ -247,7 +398,9 @@ def _summary(name: str, target_name: str, m: Metrics) -> OutputMetrics:
                          max_abs_diff=m.max_abs_diff, mean_abs_diff=m.mean_abs_diff, scale=m.source_scale,
                          relative_max_diff=m.relative_max_diff if m.output_shape_matches else float("inf"),
                          min_cosine=m.min_cosine, top1_mismatches=m.top1_mismatches,
-                         shape_matches=m.output_shape_matches)
+                         shape_matches=m.output_shape_matches, source_finite_values=m.source_finite_values,
+                         nonfinite_mismatches=m.nonfinite_mismatches, position_relative_diff=m.position_relative_diff,
+                         worst_position=m.worst_position)
 
 
 def _unpaired(output) -> OutputMetrics:

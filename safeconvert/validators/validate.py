@@ -12,7 +12,7 @@ from .. import progress
 from ..errors import BadInputError, SafeConvertError, one_line
 from ..runners.base import NamedOutput, Runner
 from .calibration import CalibrationSet
-from .metrics import Metrics, compare_all
+from .metrics import Metrics, compare_all, compare_single_runs
 from .preprocess import Preprocessing, spatial_size, to_model_layout
 from .verdict import QuantisationCheck, Thresholds, Verdict, judge
 
@@ -77,8 +77,7 @@ def run_model_outputs(runner: Runner, calib: CalibrationSet, preprocessing: Prep
     from ..runners.base import join_chunks
 
     batches = []
-    name = getattr(runner.path, "name", runner.path)
-    with progress.task(f"running {name}", total=len(calib)) as advance:
+    with progress.task(f"running {progress.display_name(runner.path)}", total=len(calib)) as advance:
         for batch in iter_inputs(calib, preprocessing):
             batches.append(_run_batch(runner, to_model_layout(batch, runner.spec)))
             advance(len(batch))
@@ -92,7 +91,7 @@ def _run_batch(runner: Runner, batch: np.ndarray) -> list[NamedOutput]:
     except SafeConvertError:
         raise
     except Exception as exc:  # every runtime raises its own types
-        name = getattr(runner.path, "name", runner.path)
+        name = progress.display_name(runner.path)
         raise ModelRunError(runner.path, f"{name}: the model fails to run on a {list(batch.shape)} input "
                                          f"({one_line(exc)})") from None
 
@@ -156,7 +155,11 @@ def file_identity(path) -> tuple:
 def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str, thresholds: Thresholds,
              source_outputs: list[NamedOutput] | np.ndarray | None = None) -> Validation:
     """Compare every output of target to source on every calibration item; source outputs (all of them, or
-    the single array of a one-output model) can be passed in when known."""
+    the single array of a one-output model) can be passed in when known.
+
+    The target also runs two images alone (batch of one): the batched run alone would verify a target whose
+    numbers depend on the batch, which most deployments run one image at a time. A target with a fixed batch
+    size already ran that way (batch of one) or cannot (a larger fixed batch)."""
     started = time.perf_counter()
     preprocessing = preprocessing_for(source, preset)
     _check_compatible(source, target)
@@ -167,10 +170,26 @@ def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str,
         source_outputs = [NamedOutput("output_0", source_outputs)]
     target_outputs = run_model_outputs(target, calib, preprocessing)
     metrics = compare_all(source_outputs, target_outputs, calib.names, calib.paths)
+    if not metrics.unmatched_outputs and len(calib) > 1 and target.spec.fixed_batch is None:
+        compare_single_runs(metrics, target_outputs, _run_alone(target, calib, preprocessing, _alone_images(metrics)))
     quantisation = target_quantisation(target) if thresholds.keep_quantisation else None
     primary = _paired_with_first(metrics, target_outputs)
     return Validation(metrics, judge(metrics, thresholds, quantisation), time.perf_counter() - started,
                       source_outputs[0].values, primary.values, cached, source_outputs, target_outputs)
+
+
+def _alone_images(metrics: Metrics) -> list[int]:
+    """The images the target also runs one at a time: the first, and the one where it moved most."""
+    return sorted({0, max(metrics.worst_image, 0)})
+
+
+def _run_alone(target: Runner, calib: CalibrationSet, preprocessing: Preprocessing, indices: list[int]) -> dict:
+    """The target's outputs on each of some images run as a batch of one (see metrics.compare_single_runs)."""
+    alone = {}
+    for index in indices:
+        batch = next(iter_inputs(calib.subset([index]), preprocessing, batch_size=1))
+        alone[index] = _run_batch(target, to_model_layout(batch, target.spec))
+    return alone
 
 
 def _paired_with_first(metrics: Metrics, target_outputs: list[NamedOutput]) -> NamedOutput:
@@ -182,14 +201,15 @@ def _paired_with_first(metrics: Metrics, target_outputs: list[NamedOutput]) -> N
 def target_quantisation(target: Runner) -> QuantisationCheck:
     """The quantised weight tensors the target stores (the count the TOOL finding uses), for --keep-quantisation."""
     from ..formats import Format
-    from ..localize.tool import quantised_tensors
+    from ..localize.tool import quantised_weights
 
     path = Path(str(target.path))
     if target.format not in (Format.TFLITE, Format.ONNX):
         return QuantisationCheck(None, f"cannot check that a {target.format.value} target is still quantised")
     if not path.is_file():
         return QuantisationCheck(None, f"cannot check that {path.name} is still quantised (no model file)")
-    return QuantisationCheck(quantised_tensors(path, target.format))
+    stored = quantised_weights(path, target.format)
+    return QuantisationCheck(stored.tensors, share=stored.share)
 
 
 def _check_compatible(source: Runner, target: Runner) -> None:

@@ -5,9 +5,24 @@ What a verified verdict guarantees, over the calibration images:
 - top-1 labels of the first output change on at most max_mismatch images, besides at most max_near_ties
   excused near-ties (see `near_ties`);
 - default mode: every output's max |diff| is at most rtol x that output's robust scale (metrics.robust_scale);
+- default mode, per value: each value's |diff| is at most rtol x its own spread across images, that spread
+  floored at a tenth of its output's scale (metrics.POSITION_SCALE_FLOOR). An output is otherwise judged on
+  one scale: when it holds values of very different sizes (boxes in pixels next to class scores), the large
+  part sets the scale, and a fault in the small part is caught by this check only when it exceeds rtol x
+  the larger of that value's own spread and a tenth of the output's scale (finer needs metrics per task -
+  boxes, scores, masks each judged on its own - which safeconvert does not have);
+- NaN/inf: the target is non-finite exactly where the source is (NaN for NaN, inf of the same sign) and the
+  numbers are compared where both are finite; an output whose source values are all non-finite on the
+  calibration images (inputs that overflow the model, say) cannot be compared and is not verified, and one
+  that holds no values at all (shape [N, 0]) is not verified either: nothing was checked;
+- the target run one image at a time (the first image and the one where it moved most) gives its batched
+  outputs within the same tolerance: a target whose numbers depend on the batch is not verified;
 - --keep-quantisation: every output's max |diff| is at most quantised_rtol x its scale and every image's
   cosine similarity is at least min_cosine (the numeric floor a wanted quantisation must keep), and the
-  target still stores quantised weight tensors (a model whose quantisation was undone is not verified).
+  target is still quantised: its graph reads quantised weight tensors (int8/uint8 through a dequantising or
+  integer op, float16 read by any op; a stored tensor nothing reads does not count) and at least
+  MIN_QUANTISED_SHARE of its conv/dense weight values are stored that way (a model whose quantisation was
+  undone, or mostly undone, is not verified).
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ DEFAULT_NEAR_TIE = 0.01
 DEFAULT_MAX_NEAR_TIES = 2
 DEFAULT_QUANTISED_RTOL = 0.5
 DEFAULT_MIN_COSINE = 0.9
+MIN_QUANTISED_SHARE = 0.5  # --keep-quantisation: share of conv/dense weight values that must stay quantised
 
 
 @dataclass
@@ -61,6 +77,7 @@ class Verdict:
     near_ties_over_cap: int = 0  # near-tied label changes counted because the cap was reached
     failed_outputs: list[str] = field(default_factory=list)  # names of the outputs that broke a limit
     quantised_tensors: dict | None = None  # --keep-quantisation: the target's stored quantised tensors by type
+    quantised_share: float | None = None  # --keep-quantisation: share of conv/dense weight values stored quantised
     quantisation_undone: bool = False  # --keep-quantisation and the target is not quantised (any more)
 
     def to_dict(self) -> dict:
@@ -73,6 +90,7 @@ class QuantisationCheck:
 
     tensors: dict[str, int] | None
     unknown_because: str | None = None
+    share: float | None = None  # of the conv/dense weight values stored quantised (None: no such layer)
 
 
 def judge(metrics: Metrics, thresholds: Thresholds, quantisation: QuantisationCheck | None = None) -> Verdict:
@@ -98,7 +116,11 @@ def _outputs(metrics: Metrics) -> list[OutputMetrics]:
     return [OutputMetrics("output_0", "output_0", int(metrics.output_size or 0), metrics.max_abs_diff,
                           metrics.mean_abs_diff, metrics.source_scale,
                           metrics.relative_max_diff if metrics.output_shape_matches else float("inf"),
-                          metrics.min_cosine, metrics.top1_mismatches, metrics.output_shape_matches)]
+                          metrics.min_cosine, metrics.top1_mismatches, metrics.output_shape_matches,
+                          source_finite_values=metrics.source_finite_values,
+                          nonfinite_mismatches=metrics.nonfinite_mismatches,
+                          position_relative_diff=metrics.position_relative_diff,
+                          worst_position=metrics.worst_position)]
 
 
 def _judge_labels(metrics: Metrics, thresholds: Thresholds, verdict: Verdict) -> None:
@@ -122,7 +144,35 @@ def _judge_output(output: OutputMetrics, thresholds: Thresholds, verdict: Verdic
     if not output.shape_matches:
         failures.append(f"the target's shape of {label} differs from the source's" if several
                         else "the target's output shape differs from the source's")
-    elif thresholds.keep_quantisation:
+    else:
+        failures = _unverifiable(output) or _judge_values(output, thresholds, label)
+    if failures:
+        verdict.failed_outputs.append(output.name)
+        verdict.reasons.extend(failures)
+
+
+def _unverifiable(output: OutputMetrics) -> list[str]:
+    """Why an output cannot be compared at all: it holds no values, or the source gives no finite one."""
+    if output.values == 0:
+        return [f"output '{output.name}' holds no values per image (shape [N, 0]): there is nothing to compare, "
+                "so it cannot be verified"]
+    if output.source_finite_values == 0:
+        return [f"output '{output.name}': the source gives NaN/inf for every value on every calibration image, so "
+                "it cannot be verified numerically (use calibration inputs on which the source's outputs are finite)"]
+    return []
+
+
+def _judge_values(output: OutputMetrics, thresholds: Thresholds, label: str) -> list[str]:
+    failures = []
+    if output.nonfinite_mismatches:
+        failures.append(f"output '{output.name}': the target's NaN/inf values differ from the source's at "
+                        f"{output.nonfinite_mismatches} value(s) (NaN or inf where the source is finite, or the reverse)")
+    tolerance = thresholds.quantised_rtol if thresholds.keep_quantisation else thresholds.rtol
+    if output.single_image_relative_diff is not None and output.single_image_relative_diff > tolerance:
+        failures.append(f"{label}: run one image at a time, the target differs from its own batched outputs by "
+                        f"{output.single_image_relative_diff:.2e} of the scale {output.scale:.3g} (allowed: "
+                        f"{tolerance:g}): its numbers depend on the batch")
+    if thresholds.keep_quantisation:
         if output.relative_max_diff > thresholds.quantised_rtol:
             failures.append(f"{label}: max |diff| {output.max_abs_diff:.3g} is {output.relative_max_diff:.2e} of its "
                             f"scale {output.scale:.3g} (allowed with --keep-quantisation: {thresholds.quantised_rtol:g})")
@@ -132,19 +182,26 @@ def _judge_output(output: OutputMetrics, thresholds: Thresholds, verdict: Verdic
     elif output.relative_max_diff > thresholds.rtol:
         failures.append(f"{label}: max |diff| {output.max_abs_diff:.3g} is {output.relative_max_diff:.2e} of its "
                         f"scale {output.scale:.3g} (allowed: {thresholds.rtol:g})")
-    if failures:
-        verdict.failed_outputs.append(output.name)
-        verdict.reasons.extend(failures)
+    elif output.position_relative_diff > thresholds.rtol:
+        failures.append(f"{label}: value {output.worst_position} moves {output.position_relative_diff:.2e} of its "
+                        f"own spread across images (allowed: {thresholds.rtol:g}; the output holds values of very "
+                        "different sizes, and this one is judged on its own)")
+    return failures
 
 
 def _judge_quantisation(quantisation: QuantisationCheck, verdict: Verdict) -> None:
-    verdict.quantised_tensors = quantisation.tensors
+    verdict.quantised_tensors, verdict.quantised_share = quantisation.tensors, quantisation.share
     if quantisation.unknown_because:
         verdict.reasons.append(f"--keep-quantisation: {quantisation.unknown_because}")
     elif not quantisation.tensors:
         verdict.quantisation_undone = True
         verdict.reasons.append("quantisation undone: the target stores no quantised weight tensors, and "
                                "--keep-quantisation verifies only a model that is still quantised")
+    elif quantisation.share is not None and quantisation.share < MIN_QUANTISED_SHARE:
+        verdict.quantisation_undone = True
+        verdict.reasons.append(f"quantisation undone: only {100 * quantisation.share:.0f}% of the target's conv/dense "
+                               f"weight values are stored quantised, and --keep-quantisation verifies only a model "
+                               f"that keeps at least {100 * MIN_QUANTISED_SHARE:.0f}% of them quantised")
 
 
 def near_ties(metrics: Metrics, thresholds: Thresholds) -> tuple[list[Disagreement], int]:
