@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -41,3 +42,18 @@ def mobilenet_files(tmp_path_factory) -> dict[str, Path]:
     from safeconvert.models.files import mobilenet_v2_files
 
     return mobilenet_v2_files(tmp_path_factory.mktemp("mobilenet"))
+
+
+@pytest.fixture
+def cli(capsys):
+    """The `safeconvert` entry point in this process (TensorFlow is imported once per session, not per call)."""
+    from safeconvert.cli import main
+
+    def invoke(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
+
+    return invoke

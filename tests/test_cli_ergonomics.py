@@ -21,21 +21,6 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture
-def cli(capsys):
-    """The `safeconvert` entry point in this process (TensorFlow is imported once per session, not per call)."""
-    from safeconvert.cli import main
-
-    def invoke(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
-
-    return invoke
-
-
 def stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 

@@ -23,21 +23,6 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-@pytest.fixture
-def cli(capsys):
-    """The `safeconvert` entry point in this process (TensorFlow is imported once per session, not per call)."""
-    from safeconvert.cli import main
-
-    def invoke(*args) -> subprocess.CompletedProcess:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exited:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
-
-    return invoke
-
-
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, fragment: str) -> None:
     assert result.returncode == code, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -7,45 +7,25 @@ Each recipe is refused with exit 2 before TensorFlow loads it, and nothing is wr
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from .cli_runs import Run, run_main, two_photo_calibration
+from .cli_runs import assert_refused as refused
+
 pytestmark = pytest.mark.timeout(300)
 
 
-@dataclass
-class Run:
-    code: int
-    stderr: str
-
-
-def run_main(argv: list[str], capfd) -> Run:
-    from safeconvert.cli import main
-
-    capfd.readouterr()
-    with pytest.raises(SystemExit) as ended:
-        main(argv)
-    return Run(ended.value.code, capfd.readouterr().err)
-
-
 def assert_refused(result: Run, fragment: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.code == 2 and len(lines) == 1 and fragment in lines[0], (result.code, result.stderr)
-    assert "--trust-model-code" in lines[0]
+    refused(result, fragment)
+    assert "--trust-model-code" in result.stderr
 
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory) -> Path:
-    from safeconvert.validators.calibration import default_calibration_dir
-
-    directory = tmp_path_factory.mktemp("calib_audit")
-    for name in ("dog.jpg", "fruits.jpg"):
-        shutil.copy(default_calibration_dir() / name, directory / name)
-    return directory
+    return two_photo_calibration(tmp_path_factory.mktemp("calib_audit"))
 
 
 def _tf():

@@ -9,7 +9,6 @@ input of batch 1 and about 1e12 where it matters; ONNX Runtime never returns to 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from .cli_runs import two_photo_calibration
 
 pytestmark = pytest.mark.timeout(300)
 BIG = 1e12
@@ -92,12 +93,7 @@ def _plain(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory) -> Path:
-    from safeconvert.validators.calibration import default_calibration_dir
-
-    directory = tmp_path_factory.mktemp("calib_hang")
-    for name in ("dog.jpg", "fruits.jpg"):
-        shutil.copy(default_calibration_dir() / name, directory / name)
-    return directory
+    return two_photo_calibration(tmp_path_factory.mktemp("calib_hang"))
 
 
 def _check_process(target: Path, source: Path, calib: Path, tmp_path: Path) -> subprocess.Popen:

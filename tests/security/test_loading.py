@@ -18,42 +18,18 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from .cli_runs import assert_refused, run_main, two_photo_calibration
+
 pytestmark = pytest.mark.timeout(300)
-
-
-@dataclass
-class Run:
-    code: int
-    stderr: str
-
-
-def run_main(argv: list[str], capfd) -> Run:
-    from safeconvert.cli import main
-
-    capfd.readouterr()
-    with pytest.raises(SystemExit) as ended:
-        main(argv)
-    return Run(ended.value.code, capfd.readouterr().err)
-
-
-def assert_refused(result: Run, fragment: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.code == 2 and len(lines) == 1 and fragment in lines[0], (result.code, result.stderr)
 
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory) -> Path:
-    from safeconvert.validators.calibration import default_calibration_dir
-
-    directory = tmp_path_factory.mktemp("calib2")
-    for name in ("dog.jpg", "fruits.jpg"):
-        shutil.copy(default_calibration_dir() / name, directory / name)
-    return directory
+    return two_photo_calibration(tmp_path_factory.mktemp("calib2"))
 
 
 # --- zip archives (.pt2, .keras) ---------------------------------------------------------------------------
