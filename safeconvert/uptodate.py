@@ -149,4 +149,6 @@ def _calibration_identity(calib: Path | None) -> object:
     if not path.exists():
         return str(path)
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if not all(f.is_file() for f in files):
+        return str(path)  # a FIFO or device would block a read; the run itself refuses it in one line
     return [str(path)] + [[f.name, file_digest(f)] for f in files]

@@ -47,7 +47,8 @@ class Thresholds:
     near_tie: a label change is *excused* as a near-tie when (1) the source's own top-1/top-2 margin is below
     near_tie x the first output's robust scale, (2) the target picks the source's runner-up, and (3) the
     target moved little at that image: its max |diff| there is at most near_tie x the scale too (a tie is
-    broken by noise, not by a fault that moves the outputs). At most max_near_ties images are excused (the
+    broken by noise, not by a fault that moves the outputs; under keep_quantisation, at most quantised_rtol x
+    the scale, the move a wanted quantisation is allowed anyway). At most max_near_ties images are excused (the
     most tied first); the rest count against max_mismatch like any label change.
 
     keep_quantisation: a wanted quantisation (--keep-quantisation). rtol, sized for float conversions, is then
@@ -214,9 +215,13 @@ def near_ties(metrics: Metrics, thresholds: Thresholds) -> tuple[list[Disagreeme
 
 
 def ambiguous(disagreement: Disagreement, metrics: Metrics, thresholds: Thresholds) -> bool:
-    """The source itself nearly ties, the target only swapped its two best labels, and moved little there."""
-    limit = thresholds.near_tie * metrics.source_scale
-    return (disagreement.source_margin < limit and disagreement.image_max_abs_diff <= limit
+    """The source itself nearly ties, the target only swapped its two best labels, and moved little there:
+    within near_tie x the scale for a float conversion; within the floor a wanted quantisation may move
+    (quantised_rtol x the scale) under --keep-quantisation, whose rounding moves every image more than
+    float noise does."""
+    margin_limit = thresholds.near_tie * metrics.source_scale
+    moved_limit = (thresholds.quantised_rtol if thresholds.keep_quantisation else thresholds.near_tie) * metrics.source_scale
+    return (disagreement.source_margin < margin_limit and disagreement.image_max_abs_diff <= moved_limit
             and len(disagreement.source_top5) > 1 and disagreement.target_label == disagreement.source_top5[1])
 
 
