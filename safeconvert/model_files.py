@@ -49,7 +49,7 @@ def model_digest(path: Path) -> str:
     Remembered per identity of each file (path, size, times, inode), so a run that asks twice reads a large
     model once."""
     files = model_files(Path(path))
-    identity = tuple((f.name, *_identity(f.path)) for f in files)
+    identity = model_identity(files)
     if identity not in _DIGESTS:
         hasher = hashlib.sha256()
         for file in files:
@@ -57,6 +57,12 @@ def model_digest(path: Path) -> str:
             _hash_file_into(hasher, file.path)
         _DIGESTS[identity] = hasher.hexdigest()
     return _DIGESTS[identity]
+
+
+def model_identity(files: list[ModelFile]) -> tuple:
+    """What changes whenever any of a model's files may have changed (see _identity): the key of anything
+    remembered about the model within a run."""
+    return tuple((f.name, *_identity(f.path)) for f in files)
 
 
 def file_digest(path: Path) -> str:

@@ -35,7 +35,6 @@ from pathlib import Path
 
 from . import __version__
 from .formats import Format
-from .model_files import model_digest
 
 ENV_VAR = "SAFECONVERT_CACHE_DIR"
 
@@ -209,11 +208,6 @@ def digest(*parts: str | bytes) -> str:
         data = part.encode() if isinstance(part, str) else part
         hasher.update(len(data).to_bytes(8, "little") + data)
     return hasher.hexdigest()
-
-
-def content_digest(path: Path) -> str:
-    """sha256 over all files of a model (model_files.py): the one digest every cache key is built from."""
-    return model_digest(Path(path))
 
 
 # The libraries whose version can change what a model of a format computes (cache keys include them).

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..formats import Format
-from ..user_cache import CacheFolder, content_digest, digest
+from ..model_files import model_digest
+from ..user_cache import CacheFolder, digest
 
 FORMAT_VERSION = "2"  # bump when keras_reference changes what it exports
 EXPORTS = CacheFolder("float-reference", ".tflite", max_entries=8)
@@ -21,7 +22,7 @@ EXPORTS = CacheFolder("float-reference", ".tflite", max_entries=8)
 def source_key(path: Path, tensorflow_version: str) -> str:
     """The source's content (all files of the model, model_files.py: a SavedModel's through its links) and
     TensorFlow's version; safeconvert's version and the numerics switches are added by the cache folder."""
-    return digest(FORMAT_VERSION, tensorflow_version, content_digest(path))
+    return digest(FORMAT_VERSION, tensorflow_version, model_digest(path))
 
 
 def cached_float_tflite(path: Path, export: Callable[[], bytes]) -> bytes:

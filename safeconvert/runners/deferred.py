@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 
 from ..formats import Format, InputSpec
-from ..user_cache import CacheFolder, cache_root, content_digest, digest, runtime_versions
+from ..model_files import model_digest
+from ..user_cache import CacheFolder, cache_root, digest, runtime_versions
 from .base import NamedOutput, Runner
 
 SPECS = CacheFolder("source-specs", ".json", max_entries=256)
@@ -77,7 +78,7 @@ def _spec_key(path: Path, fmt: Format, input_shape: tuple[int, ...] | None) -> s
     if cache_root() is None or not path.exists():
         return None
     settings = {"format": fmt.value, "input_shape": list(input_shape or []), "versions": runtime_versions(fmt)}
-    return digest(FORMAT_VERSION, json.dumps(settings, sort_keys=True), content_digest(path))
+    return digest(FORMAT_VERSION, json.dumps(settings, sort_keys=True), model_digest(path))
 
 
 def _stored_spec(key: str | None) -> tuple[InputSpec, str] | None:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..runners.base import NamedOutput, Runner
-from ..user_cache import RUNTIMES, CacheFolder, cache_root, content_digest, digest, library_version, runtime_versions
+from ..model_files import file_digest, model_digest
+from ..user_cache import RUNTIMES, CacheFolder, cache_root, digest, library_version, runtime_versions
 from .calibration import CalibrationSet
 from .preprocess import Preprocessing
 
@@ -36,7 +37,7 @@ def outputs_key(runner: Runner, calib: CalibrationSet, preprocessing: Preprocess
     settings = {"runner": runner.kind, "format": runner.format.value, "spec": runner.spec.to_dict(),
                 "preprocessing": [preprocessing.preset, preprocessing.height, preprocessing.width],
                 "batch": batch_size, "versions": {**runtime_versions(runner.format), **_image_library_versions()}}
-    return digest(FORMAT_VERSION, json.dumps(settings, sort_keys=True), content_digest(path), calibration_digest(calib))
+    return digest(FORMAT_VERSION, json.dumps(settings, sort_keys=True), model_digest(path), calibration_digest(calib))
 
 
 def _image_library_versions() -> dict[str, str]:
@@ -48,7 +49,7 @@ def calibration_digest(calib: CalibrationSet) -> str:
     if calib.array is not None:
         array = np.ascontiguousarray(calib.array)  # a memory-mapped .npy is hashed without a copy
         return digest(*calib.names, str(array.dtype), str(array.shape), hashlib.sha256(memoryview(array).cast("B")).hexdigest())
-    return digest(*calib.names, *(content_digest(path) for path in calib.paths))
+    return digest(*calib.names, *(file_digest(path) for path in calib.paths))
 
 
 def is_stored(key: str | None) -> bool:

@@ -144,12 +144,12 @@ def load_source(path: Path, fmt, input_shape: tuple[int, ...] | None, calib: Cal
 
 
 def file_identity(path) -> tuple:
-    """Path plus name, size and modification time of every file of the model (model_files.py: an ONNX
-    model's external data, all files of a SavedModel), so changed weights alone are a new identity."""
-    from ..model_files import model_files
+    """Path plus the identity of every file of the model (model_files.model_identity: an ONNX model's
+    external data, all files of a SavedModel), so changed weights alone are a new identity."""
+    from ..model_files import model_files, model_identity
 
     path = Path(path).resolve()
-    return (str(path),) + tuple((f.name, f.path.stat().st_size, f.path.stat().st_mtime_ns) for f in model_files(path))
+    return (str(path),) + model_identity(model_files(path))
 
 
 def validate(source: Runner, target: Runner, calib: CalibrationSet, preset: str, thresholds: Thresholds,
